@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  `make book`  and  `make test`.
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PROFILE ?= quick
+
+.PHONY: book test lint format ci clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	@touch $(STAMP)
+
+## make book: set up .venv, run every chapter at PROFILE (default quick), build _build/html
+book: $(STAMP)
+	$(PY) -m ntklib.book build --profile $(PROFILE)
+
+## make test: set up .venv, run the test suite
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+## make ci: what .ci/run does
+ci: lint
+	$(MAKE) book PROFILE=ci
+	$(MAKE) test
+
+clean:
+	rm -rf _build book/chapters book/_generated

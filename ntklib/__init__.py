@@ -1,0 +1,42 @@
+"""ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
+
+from ntklib.activations import ACTIVATIONS, get_activation
+from ntklib.empirical import (
+    layer_signals,
+    ntk_diagonal,
+    ntk_gram,
+    ntk_gram_jacobian,
+    ntk_gram_mc,
+)
+from ntklib.infinite import Kernels, kernels
+from ntklib.kernel_maps import kernel_map
+from ntklib.mlp import MLP, apply, forward, init, mlp
+from ntklib.report import check, save_figure
+from ntklib.stats import fit_line, fit_power_law, mean_and_se
+from ntklib.train import gradient_descent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "Kernels",
+    "apply",
+    "forward",
+    "get_activation",
+    "init",
+    "kernel_map",
+    "kernels",
+    "layer_signals",
+    "mlp",
+    "ntk_diagonal",
+    "ntk_gram",
+    "ntk_gram_jacobian",
+    "ntk_gram_mc",
+    "check",
+    "save_figure",
+    "fit_line",
+    "fit_power_law",
+    "mean_and_se",
+    "gradient_descent",
+]

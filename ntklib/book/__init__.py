@@ -1,0 +1,1 @@
+"""The chapter runner and book builder: ``python -m ntklib.book --help``."""

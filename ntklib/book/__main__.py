@@ -1,0 +1,5 @@
+import sys
+
+from ntklib.book.cli import main
+
+sys.exit(main())

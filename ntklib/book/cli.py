@@ -1,0 +1,200 @@
+"""``python -m ntklib.book`` (also ``ntkbook``): list, run and build the chapters; show checks.
+
+    ntkbook list
+    ntkbook run CHAPTER [--profile ci|quick|full] [-p NAME=VALUE ...] [--force]
+    ntkbook build [--profile ci|quick|full] [--force] [--no-site]
+    ntkbook checks [--json]
+
+Bad input (unknown chapter, profile or parameter; a value of the wrong type or out of its
+declared range; a malformed profiles file) is reported in one line with exit status 2
+before anything runs or is written. A chapter whose code fails exits 1 and leaves its
+previous results in place. ``build`` and ``checks`` exit 1 when a theorem check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ntklib.book.params import ParameterError, unknown_message
+from ntklib.book.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"ntkbook: error: {message}\n")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder (from ``start`` up) holding ``_config.yml`` and ``notebooks/``."""
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "_config.yml").exists() and (p / "notebooks").is_dir():
+            return p
+    pkg_root = Path(__file__).resolve().parents[2]
+    if (pkg_root / "_config.yml").exists():
+        return pkg_root
+    raise UsageError(
+        "cannot find the book (a folder with _config.yml and notebooks/); run from the repository"
+    )
+
+
+def parse_overrides(chapter: Chapter, items: list[str]) -> dict[str, Any]:
+    specs = chapter.specs()
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise UsageError(f"-p expects NAME=VALUE, got {item!r}")
+        if name not in specs:
+            raise UsageError(unknown_message(name, specs, f"chapter {chapter.name!r}"))
+        try:
+            out[name] = specs[name].parse(text)
+        except ParameterError as e:
+            raise UsageError(str(e)) from None
+    return out
+
+
+def cmd_list(project: Project, args) -> int:
+    for name in project.chapter_names():
+        ch = project.chapter(name)
+        print(f"{name}  ({ch.source.relative_to(project.root)})")
+        for spec in ch.specs().values():
+            cons = spec.describe()
+            print(
+                f"    {spec.name:<16} {spec.type:<12} default {spec.default!r}"
+                + (f"  [{cons}]" if cons else "")
+            )
+            print(f"    {'':<16} {spec.doc}")
+        profs = project.profiles().get(name, {})
+        for prof in PROFILES:
+            vals = profs.get(prof) or {}
+            shown = ", ".join(f"{k}={v}" for k, v in vals.items()) or "(defaults)"
+            print(f"    profile {prof:<8} {shown}")
+    return 0
+
+
+def _run_one(
+    project: Project, ch: Chapter, profile: str, values, overrides, force: bool
+) -> dict | None:
+    from ntklib.book.runner import cache_key, is_fresh, run_chapter
+
+    key = cache_key(ch, values)
+    if not force and is_fresh(ch, key):
+        print(f"{ch.name}: unchanged since its last successful run (cached; --force reruns)")
+        return json.loads((ch.outdir / "run.json").read_text())
+    t0 = time.perf_counter()
+    print(f"{ch.name}: running")
+    rec = run_chapter(ch, profile, values, overrides)
+    status = (
+        "all checks pass"
+        if rec["checks_failed"] == 0
+        else f"{rec['checks_failed']} of {rec['checks']} checks FAIL"
+    )
+    print(
+        f"{ch.name}: done in {time.perf_counter() - t0:.1f} s; {rec['checks']} checks ({status}), "
+        f"{len(rec['figures'])} figures -> {ch.outdir.relative_to(project.root)}"
+    )
+    return rec
+
+
+def cmd_run(project: Project, args) -> int:
+    ch = project.chapter(args.chapter)
+    overrides = parse_overrides(ch, args.param)
+    values = ch.resolve(args.profile, overrides)
+    _run_one(project, ch, args.profile, values, overrides, args.force)
+    return 0
+
+
+def cmd_build(project: Project, args) -> int:
+    from ntklib.book.site import build_site, write_dashboard
+
+    chapters = [project.chapter(n) for n in project.chapter_names()]
+    resolved = [(ch, ch.resolve(args.profile, {})) for ch in chapters]  # validate all first
+    t0 = time.perf_counter()
+    for i, (ch, values) in enumerate(resolved, 1):
+        print(f"[{i}/{len(resolved)}] ", end="")
+        _run_one(project, ch, args.profile, values, {}, args.force)
+    if args.no_site:
+        checks = write_dashboard(project)
+    else:
+        print("building the site")
+        index = build_site(project)
+        checks = json.loads((index.parent / "checks.json").read_text())
+        print(f"site: {index.relative_to(project.root)} (open it in a browser)")
+    failed = [c for c in checks if not c["passed"]]
+    print(
+        f"build finished in {time.perf_counter() - t0:.1f} s: {len(checks) - len(failed)}/{len(checks)} checks pass"
+    )
+    for c in failed:
+        print(
+            f"  FAIL {c['chapter']}: {c['name']} measured {c['measured']:.6g} vs predicted {c['predicted']:.6g} (tol {c['tolerance']:.3g})"
+        )
+    return 1 if failed else 0
+
+
+def cmd_checks(project: Project, args) -> int:
+    from ntklib.book.site import collect_checks
+
+    checks = collect_checks(project)
+    if args.json:
+        print(json.dumps(checks, indent=2))
+    else:
+        if not checks:
+            print("no checks recorded yet: run `python -m ntklib.book build` first")
+        for c in checks:
+            unc = "" if c["uncertainty"] is None else f" ± {c['uncertainty']:.3g}"
+            print(
+                f"{'PASS' if c['passed'] else 'FAIL'}  {c['chapter']:<18} {c['name']:<40} "
+                f"{c['measured']:.6g}{unc} vs {c['predicted']:.6g} (tol {c['tolerance']:.3g})  [{c['profile']}]"
+            )
+    if not checks:
+        return 1
+    return 1 if any(not c["passed"] for c in checks) else 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ntkbook", description="Run the chapters of the NTK compendium and build the book."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="chapters and their parameters")
+    r = sub.add_parser("run", help="run one chapter")
+    r.add_argument("chapter")
+    r.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument("--force", action="store_true", help="run even if cached")
+    b = sub.add_parser("build", help="run every chapter (cached) and build the site")
+    b.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
+    b.add_argument("--force", action="store_true", help="rerun every chapter")
+    b.add_argument("--no-site", action="store_true", help="run the chapters, skip Jupyter Book")
+    c = sub.add_parser("checks", help="print every recorded theorem check")
+    c.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        project = Project(find_root())
+        return {"list": cmd_list, "run": cmd_run, "build": cmd_build, "checks": cmd_checks}[
+            args.command
+        ](project, args)
+    except UsageError as e:
+        print(f"ntkbook: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ntkbook: interrupted; previous results untouched", file=sys.stderr)
+        return 130
+    except Exception as e:  # chapter failures and site build failures
+        from ntklib.book.runner import ChapterFailed
+
+        if isinstance(e, ChapterFailed | RuntimeError):
+            print(f"ntkbook: {e}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,205 @@
+"""Chapter parameters: declared once, in the notebook's ``parameters`` cell.
+
+Each assignment in that cell carries its type, constraints and meaning in a trailing comment::
+
+    depth = 3  # int, >= 1: hidden layers of every network
+    widths = [64, 256, 1024]  # list[int], >= 1, len >= 3: the width sweep
+    activation = "relu"  # str, in {relu, erf}: nonlinearity
+    w_std = 1.0  # float, > 0: weight standard deviation sigma_w
+
+Types: ``int``, ``float``, ``bool``, ``str``, ``list[int]``, ``list[float]``, ``list[str]``.
+Constraints (comma-separated, applied to every element of a list): ``>= v``, ``> v``,
+``<= v``, ``< v``, ``in {a, b, ...}``, and for lists ``len >= k`` / ``len <= k``.
+Floats must be finite. The default itself must satisfy the declaration.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import math
+import operator
+import re
+from typing import Any
+
+import yaml
+
+
+class ParameterError(ValueError):
+    """A parameter value or declaration is invalid; the message is one line for the user."""
+
+
+_TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+_LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<value>.+?)\s*#\s*(?P<decl>.+)$")
+_CONS = re.compile(
+    r"^(?P<len>len\s*)?(?P<op>>=|<=|>|<)\s*(?P<num>[-+]?[\d.]+(?:e[-+]?\d+)?)$|^in\s*\{(?P<set>[^}]*)\}$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str
+    default: Any
+    doc: str
+    bounds: tuple[tuple[str, float], ...] = ()
+    length: tuple[tuple[str, int], ...] = ()
+    choices: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        parts = [f"{op} {v:g}" for op, v in self.bounds]
+        parts += [f"len {op} {v}" for op, v in self.length]
+        if self.choices is not None:
+            parts.append("in {" + ", ".join(self.choices) + "}")
+        return ", ".join(parts)
+
+    def validate(self, value: Any, origin: str = "") -> Any:
+        """Check ``value`` against the declaration; return it (ints promoted for floats)."""
+        where = f"parameter {self.name!r}{origin}"
+        if self.type.startswith("list["):
+            if not isinstance(value, list | tuple):
+                raise ParameterError(f"{where} must be a {self.type}, got {value!r}")
+            value = [self._scalar(v, self.type[5:-1], where) for v in value]
+            for op, k in self.length:
+                if not _OPS[op](len(value), k):
+                    raise ParameterError(f"{where} needs len {op} {k}, got {len(value)} items")
+            return value
+        return self._scalar(value, self.type, where)
+
+    def _scalar(self, v: Any, typ: str, where: str) -> Any:
+        if typ == "bool":
+            if not isinstance(v, bool):
+                raise ParameterError(f"{where} must be true or false, got {v!r}")
+            return v
+        if typ == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ParameterError(f"{where} must be an integer, got {v!r}")
+        elif typ == "float":
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ParameterError(f"{where} must be a number, got {v!r}")
+            v = float(v)
+            if not math.isfinite(v):
+                raise ParameterError(f"{where} must be finite, got {v!r}")
+        elif typ == "str" and not isinstance(v, str):
+            raise ParameterError(f"{where} must be a string, got {v!r}")
+        for op, bound in self.bounds:
+            if not _OPS[op](v, bound):
+                raise ParameterError(f"{where} must be {op} {bound:g}, got {v!r}")
+        if self.choices is not None and str(v) not in self.choices:
+            raise ParameterError(f"{where} must be one of {{{', '.join(self.choices)}}}, got {v!r}")
+        return v
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line value (YAML flow syntax: ``3``, ``0.5``, ``[64, 128]``, ``relu``)."""
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ParameterError(
+                f"parameter {self.name!r}: cannot parse {text!r} as a {self.type}"
+            ) from None
+        if self.type == "str" and not isinstance(value, str) and value is not None:
+            value = text
+        if self.type == "float" and isinstance(value, str):
+            try:
+                value = float(value)  # YAML leaves 'nan', 'inf', '1e3' as strings
+            except ValueError:
+                pass
+        return self.validate(value, " (from the command line)")
+
+
+def parse_declaration(name: str, default: Any, decl: str) -> ParamSpec:
+    """Build a :class:`ParamSpec` from ``type, constraint, ...: meaning``."""
+    head, sep, doc = decl.partition(":")
+    if not sep or not doc.strip():
+        raise ParameterError(
+            f"parameter {name!r}: declaration needs 'type[, constraints]: meaning'"
+        )
+    items = _split_top(head)
+    typ, cons = items[0].strip(), items[1:]
+    if typ not in _TYPES:
+        raise ParameterError(
+            f"parameter {name!r}: unknown type {typ!r}; types: {', '.join(_TYPES)}"
+        )
+    bounds, length, choices = [], [], None
+    for c in cons:
+        m = _CONS.match(c.strip())
+        if not m:
+            raise ParameterError(f"parameter {name!r}: cannot read constraint {c.strip()!r}")
+        if m["set"] is not None:
+            choices = tuple(s.strip().strip("'\"") for s in m["set"].split(",") if s.strip())
+        elif m["len"]:
+            length.append((m["op"], int(float(m["num"]))))
+        else:
+            bounds.append((m["op"], float(m["num"])))
+    spec = ParamSpec(name, typ, default, doc.strip(), tuple(bounds), tuple(length), choices)
+    spec.validate(default, " (its default)")
+    return spec
+
+
+def _split_top(s: str) -> list[str]:
+    """Split on commas that are not inside braces."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur]
+
+
+def parse_parameters_cell(source: str) -> dict[str, ParamSpec]:
+    """Every ``name = literal  # declaration`` line of a parameters cell, in order.
+
+    Blank lines and comment-only lines are allowed; any other line is an error, so the cell
+    stays the single, declarative place where a chapter's defaults live.
+    """
+    specs: dict[str, ParamSpec] = {}
+    for raw in source.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise ParameterError(
+                f"parameters cell: cannot read {line!r} (need 'name = value  # decl')"
+            )
+        try:
+            default = ast.literal_eval(m["value"])
+        except (ValueError, SyntaxError):
+            raise ParameterError(
+                f"parameters cell: {m['name']!r} default is not a literal"
+            ) from None
+        if m["name"] in specs:
+            raise ParameterError(f"parameters cell: {m['name']!r} declared twice")
+        specs[m["name"]] = parse_declaration(m["name"], default, m["decl"])
+    return specs
+
+
+def resolve(specs: dict[str, ParamSpec], *layers: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Defaults overlaid by each ``(origin, values)`` layer in turn, every value validated."""
+    values = {name: spec.default for name, spec in specs.items()}
+    for origin, layer in layers:
+        for name, value in layer.items():
+            if name not in specs:
+                raise ParameterError(unknown_message(name, specs, origin))
+            values[name] = specs[name].validate(value, f" ({origin})")
+    return values
+
+
+def unknown_message(name: str, specs: dict[str, ParamSpec], origin: str = "") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(specs), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = f" in {origin}" if origin else ""
+    return f"unknown parameter {name!r}{where}{hint}; known: {', '.join(specs)}"
+
+
+def canonical(values: dict[str, Any]) -> str:
+    """Stable JSON of resolved values (for cache keys and provenance)."""
+    return json.dumps(values, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,145 @@
+"""Where things are: the repository root, the chapters, their parameters and profiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ntklib.book.params import ParameterError, ParamSpec, parse_parameters_cell, resolve
+
+PROFILES = ("ci", "quick", "full")
+DEFAULT_PROFILE = "quick"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2, nothing written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def profiles_file(self) -> Path:
+        return self.notebooks / "profiles.yml"
+
+    @property
+    def chapters_out(self) -> Path:
+        """Executed chapters: ``book/chapters/<name>/{<name>.ipynb, figures/, checks.json}``."""
+        return self.root / "book" / "chapters"
+
+    @property
+    def generated(self) -> Path:
+        return self.root / "book" / "_generated"
+
+    @property
+    def build(self) -> Path:
+        return self.root / "_build"
+
+    def chapter_names(self) -> list[str]:
+        return sorted(p.stem for p in self.notebooks.glob("*.md") if not p.stem.startswith("_"))
+
+    def chapter(self, name: str) -> Chapter:
+        if name not in self.chapter_names():
+            raise UsageError(
+                f"unknown chapter {name!r}; chapters: {', '.join(self.chapter_names())}"
+            )
+        return Chapter(self, name)
+
+    def profiles(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{chapter: {profile: {param: value}}}`` from ``notebooks/profiles.yml``, validated."""
+        return _load_profiles(self.profiles_file, self.profiles_file.stat().st_mtime_ns)
+
+    def source_hash(self) -> str:
+        """Hash of every ntklib source file: a chapter reruns when the library changes."""
+        h = hashlib.sha256()
+        for p in sorted((self.root / "ntklib").rglob("*.py")):
+            h.update(p.relative_to(self.root).as_posix().encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_profiles(path: Path, _mtime: int) -> dict[str, dict[str, dict[str, Any]]]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UsageError(f"profiles file {path} is missing") from None
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise UsageError(f"profiles file {path.name} is not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"profiles file {path.name} must map chapter names to profiles")
+    for chapter, profs in data.items():
+        if not isinstance(profs, dict):
+            raise UsageError(f"profiles file: chapter {chapter!r} must map profile names to values")
+        for prof, values in profs.items():
+            if prof not in PROFILES:
+                raise UsageError(
+                    f"profiles file: unknown profile {prof!r} for {chapter!r}; profiles: {', '.join(PROFILES)}"
+                )
+            if values is not None and not isinstance(values, dict):
+                raise UsageError(f"profiles file: {chapter}.{prof} must map parameters to values")
+    return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    project: Project
+    name: str
+
+    @property
+    def source(self) -> Path:
+        return self.project.notebooks / f"{self.name}.md"
+
+    @property
+    def outdir(self) -> Path:
+        return self.project.chapters_out / self.name
+
+    @property
+    def notebook_out(self) -> Path:
+        return self.outdir / f"{self.name}.ipynb"
+
+    def read(self):
+        import jupytext
+
+        return jupytext.read(self.source)
+
+    def specs(self) -> dict[str, ParamSpec]:
+        nb = self.read()
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        if len(cells) != 1:
+            raise UsageError(
+                f"chapter {self.name!r} must have exactly one cell tagged 'parameters'"
+            )
+        try:
+            return parse_parameters_cell(cells[0].source)
+        except ParameterError as e:
+            raise UsageError(f"chapter {self.name!r}: {e}") from None
+
+    def profile_values(self, profile: str) -> dict[str, Any]:
+        if profile not in PROFILES:
+            raise UsageError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        return dict(self.project.profiles().get(self.name, {}).get(profile) or {})
+
+    def resolve(self, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Defaults, then the profile, then ``overrides`` (already typed), all validated."""
+        specs = self.specs()
+        try:
+            return resolve(
+                specs,
+                (f"profile {profile!r} of profiles.yml", self.profile_values(profile)),
+                ("the command line", overrides),
+            )
+        except ParameterError as e:
+            raise UsageError(str(e)) from None

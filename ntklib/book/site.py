@@ -1,0 +1,152 @@
+"""The book's generated pages and the Jupyter Book build.
+
+* :func:`collect_checks` gathers every chapter's ``checks.json``;
+* :func:`write_dashboard` writes ``book/_generated/dashboard_table.md`` (included by
+  ``book/dashboard.md``) and ``book/_generated/runs_table.md``;
+* :func:`build_site` runs Jupyter Book 1.x with warnings as errors, then writes
+  ``_build/html/checks.json`` and verifies every chapter page shows its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ntklib.book.project import Project
+
+
+def collect_checks(project: Project) -> list[dict[str, Any]]:
+    records = []
+    for name in project.chapter_names():
+        path = project.chapters_out / name / "checks.json"
+        if path.exists():
+            records += json.loads(path.read_text())
+    return records
+
+
+def collect_runs(project: Project) -> list[dict[str, Any]]:
+    runs = []
+    for name in project.chapter_names():
+        path = project.chapters_out / name / "run.json"
+        if path.exists():
+            runs.append(json.loads(path.read_text()))
+    return runs
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
+    if not checks:
+        return "No chapter has been run yet: run `python -m ntklib.book build`.\n"
+    n_fail = sum(not c["passed"] for c in checks)
+    head = (
+        f"**{len(checks) - n_fail} of {len(checks)} checks pass"
+        + (f"; {n_fail} FAIL" if n_fail else "")
+        + ".**\n\n"
+    )
+    rows = [
+        "| chapter | check | paper, statement | measured | predicted | tolerance | result | profile, parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[c.get("comparison", "within")]
+        meas = _num(c["measured"]) + (
+            "" if c["uncertainty"] is None else f" ± {_num(c['uncertainty'])}"
+        )
+        params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
+        doc = f"book/chapters/{c['chapter']}/{c['chapter']}"
+        rows.append(
+            f"| {{doc}}`{c['chapter']} </{doc}>` | {_cell(c['name'])} | {{cite:t}}`{c['paper']}`, "
+            f"{_cell(c['theorem'])} | {meas} | {op} {_num(c['predicted'])} | {_num(c['tolerance'])} "
+            f"| {'✅ pass' if c['passed'] else '❌ **FAIL**'} | {c['profile']}: {_cell(params)} |"
+        )
+    why = ["", "**Why each tolerance:**", ""]
+    why += [f"- *{_cell(c['name'])}*: {_cell(c['why'])}" for c in checks]
+    return head + "\n".join(rows) + "\n" + "\n".join(why) + "\n"
+
+
+def runs_markdown(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        "| chapter | profile | seconds | checks | figures | git commit | rerun |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        rows.append(
+            f"| {r['chapter']} | {r['profile']} | {r['seconds']} | {r['checks'] - r['checks_failed']}/"
+            f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{_cell(r['command'])}` |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_dashboard(project: Project) -> list[dict[str, Any]]:
+    checks = collect_checks(project)
+    _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
+    _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
+    return checks
+
+
+def build_site(project: Project, *, log=print) -> Path:
+    """Run ``jupyter-book build`` (warnings are errors) and finish ``_build/html``."""
+    checks = write_dashboard(project)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [
+        str(jb) if jb.exists() else "jupyter-book",
+        "build",
+        str(project.root),
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
+    log("  " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    html = project.build / "html"
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise RuntimeError(f"jupyter-book build failed:\n{tail}")
+    (html / "checks.json").write_text(json.dumps(checks, indent=2))
+    verify_figures(project, html)
+    return html / "index.html"
+
+
+def verify_figures(project: Project, html: Path) -> None:
+    """Every chapter page exists and every figure its run saved appears on it as an image."""
+    for run in collect_runs(project):
+        page = html / "book" / "chapters" / run["chapter"] / f"{run['chapter']}.html"
+        if not page.exists():
+            raise RuntimeError(
+                f"chapter page missing from the site: {page.relative_to(project.root)}"
+            )
+        text = page.read_text()
+        imgs = re.findall(r'<img[^>]+src="([^"]+)"', text)
+        missing = [s for s in imgs if not (page.parent / s).resolve().exists()]
+        if missing:
+            raise RuntimeError(f"{page.name}: images missing from the site: {missing}")
+        if len(imgs) < len(run["figures"]):
+            raise RuntimeError(
+                f"{page.name} shows {len(imgs)} images but the run saved {len(run['figures'])} figures"
+            )
+        for fig in run["figures"]:
+            src = project.chapters_out / run["chapter"] / "figures" / f"{fig}.png"
+            dst = html / "figures" / run["chapter"]
+            dst.mkdir(parents=True, exist_ok=True)
+            for ext in ("png", "svg", "json"):
+                shutil.copy(src.with_suffix(f".{ext}"), dst / f"{fig}.{ext}")

@@ -1,0 +1,159 @@
+"""Fully connected networks in NTK and standard parameterization.
+
+A network with ``depth = L`` hidden layers of widths ``n_1..n_L`` on inputs of dimension
+``n_0`` computes, for ``l = 0..L`` (the last layer is the scalar read-out ``n_{L+1} = 1``),
+
+    h_{l+1} = c_l W_l a_l + c_b b_l,    a_0 = x,    a_{l+1} = phi(h_{l+1}),    f(x) = h_{L+1}.
+
+* ``"ntk"`` parameterization (Jacot et al. 2018, eq. (1); neural-tangents' ``stax.Dense``
+  default): ``W_l, b_l ~ N(0, 1)``, ``c_l = w_std / sqrt(n_l)``, ``c_b = b_std``.
+* ``"standard"`` parameterization: ``W_l ~ N(0, w_std^2 / n_l)``, ``b_l ~ N(0, b_std^2)``,
+  ``c_l = c_b = 1``.
+
+Both give the same distribution of ``f`` at initialization; they differ in the gradient
+and hence in the NTK. ``depth`` counts hidden layers, as in neural-tangents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from ntklib.activations import get_activation
+
+Params = list[tuple[jax.Array, jax.Array]]
+Parameterization = Literal["ntk", "standard"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+    """A fully connected network with scalar output (hashable, so it can be a static arg).
+
+    Attributes:
+        in_dim: input dimension ``n_0``.
+        widths: hidden widths ``(n_1, ..., n_L)``; ``L = len(widths)`` is the depth (>= 1).
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`).
+        parameterization: ``"ntk"`` or ``"standard"``.
+        w_std, b_std: weight and bias standard deviations (``sigma_w``, ``sigma_b``).
+        bias: whether the layers have biases at all (``False``: no bias parameters, as in
+            Hanin & Nica 2019, so they contribute nothing to the NTK).
+    """
+
+    in_dim: int
+    widths: tuple[int, ...]
+    activation: str = "relu"
+    parameterization: Parameterization = "ntk"
+    w_std: float = 1.0
+    b_std: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("in_dim", self.in_dim)
+        if isinstance(self.widths, int) or not isinstance(self.widths, Sequence):
+            raise TypeError("widths must be a sequence of ints, one per hidden layer")
+        object.__setattr__(self, "widths", tuple(self.widths))
+        if len(self.widths) < 1:
+            raise ValueError("depth must be >= 1: give at least one hidden width")
+        for w in self.widths:
+            _check_int("every width", w)
+        get_activation(self.activation)
+        if self.parameterization not in ("ntk", "standard"):
+            raise ValueError(
+                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
+            )
+        for name in ("w_std", "b_std"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+                raise TypeError(f"{name} must be a finite number, got {v!r}")
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """Layer dimensions ``(n_0, n_1, ..., n_L, 1)``."""
+        return (self.in_dim, *self.widths, 1)
+
+    def weight_multipliers(self) -> tuple[float, ...]:
+        """``c_l`` for each of the ``L + 1`` dense layers."""
+        if self.parameterization == "ntk":
+            return tuple(self.w_std / math.sqrt(n) for n in self.dims[:-1])
+        return (1.0,) * (self.depth + 1)
+
+    def bias_multiplier(self) -> float:
+        """``c_b``: ``b_std`` in NTK parameterization, 1 in standard, 0 without biases."""
+        if not self.bias:
+            return 0.0
+        return self.b_std if self.parameterization == "ntk" else 1.0
+
+
+def mlp(in_dim: int, depth: int, width: int, **kwargs) -> MLP:
+    """An :class:`MLP` with ``depth`` hidden layers of equal ``width``."""
+    _check_int("depth", depth)
+    _check_int("width", width)
+    return MLP(in_dim=in_dim, widths=(width,) * depth, **kwargs)
+
+
+def _check_int(name: str, v: object) -> None:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+
+
+def init(net: MLP, key: jax.Array, dtype: jnp.dtype | None = None) -> Params:
+    """Draw parameters ``[(W_0, b_0), ..., (W_L, b_L)]`` with ``W_l`` of shape (n_{l+1}, n_l).
+
+    ``dtype`` defaults to JAX's default float (float64 under ``jax_enable_x64``).
+    """
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    dims = net.dims
+    keys = jax.random.split(key, 2 * (len(dims) - 1))
+    params = []
+    for l in range(len(dims) - 1):
+        w = jax.random.normal(keys[2 * l], (dims[l + 1], dims[l]), dtype)
+        b = jax.random.normal(keys[2 * l + 1], (dims[l + 1],), dtype)
+        if net.parameterization == "standard":
+            w = w * (net.w_std / math.sqrt(dims[l]))
+            b = b * net.b_std
+        if not net.bias:
+            b = jnp.zeros_like(b)
+        params.append((w, b))
+    return params
+
+
+def forward(
+    net: MLP, params: Params, x: jax.Array, eps: Sequence[jax.Array] | None = None
+) -> tuple[jax.Array, list[jax.Array]]:
+    """Outputs ``f(x)`` of shape (B,) and the layer inputs ``[a_0, ..., a_L]``.
+
+    ``eps`` (optional) is added to each pre-activation ``h_{l+1}``; the gradient of ``f``
+    with respect to it at zero is the backpropagated signal ``delta_{l+1} = df/dh_{l+1}``.
+    """
+    phi = get_activation(net.activation)
+    cws, cb = net.weight_multipliers(), net.bias_multiplier()
+    a, acts = x, [x]
+    h = x
+    for l, (w, b) in enumerate(params):
+        h = cws[l] * (a @ w.T)
+        if cb != 0.0:
+            h = h + cb * b
+        if eps is not None:
+            h = h + eps[l]
+        if l < len(params) - 1:
+            a = phi(h)
+            acts.append(a)
+    return h[:, 0], acts
+
+
+def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
+    """Network output ``f(x)`` for a batch ``x`` of shape (B, n_0); returns shape (B,)."""
+    return forward(net, params, x)[0]

@@ -1,0 +1,190 @@
+"""What a chapter records: theorem checks and figures with provenance.
+
+A chapter calls :func:`check` once per theorem it verifies and :func:`save_figure` for every
+figure. Both display something readable in the notebook and attach a machine-readable record
+to the output's metadata (key ``"ntklib"``), which the chapter runner collects into the
+dashboard and ``checks.json``. When a chapter runs under ``python -m ntklib.book``, the runner
+tells this module where to write and which parameters are in force through ``NTKBOOK_*``
+environment variables; run by hand, files go to ``./ntkbook_output``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+Comparison = Literal["within", "at_most", "at_least"]
+
+
+def context() -> dict[str, Any]:
+    """The run's context: chapter, profile, parameters, output folder, rerun command."""
+    params = json.loads(os.environ.get("NTKBOOK_PARAMS", "{}"))
+    return {
+        "chapter": os.environ.get("NTKBOOK_CHAPTER", "interactive"),
+        "profile": os.environ.get("NTKBOOK_PROFILE", ""),
+        "parameters": params,
+        "outdir": Path(os.environ.get("NTKBOOK_OUTDIR", "ntkbook_output")),
+        "command": os.environ.get("NTKBOOK_COMMAND", ""),
+        "git_commit": os.environ.get("NTKBOOK_GIT_COMMIT") or _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _finite(*values: float | None) -> bool:
+    return all(v is None or math.isfinite(v) for v in values)
+
+
+def check(
+    name: str,
+    *,
+    paper: str,
+    theorem: str,
+    measured: float,
+    predicted: float,
+    tolerance: float,
+    why: str,
+    uncertainty: float | None = None,
+    comparison: Comparison = "within",
+    parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record a theorem check and display it; return the record.
+
+    ``comparison="within"`` passes when ``|measured - predicted| <= tolerance``;
+    ``"at_most"`` when ``measured <= predicted + tolerance`` (an upper bound);
+    ``"at_least"`` when ``measured >= predicted - tolerance``. A NaN or infinite measured
+    value, prediction or tolerance never passes. ``paper`` is a bibtex key of
+    ``book/references.bib``; ``theorem`` names the statement (e.g. "Thm. 1, eq. (4)").
+    """
+    measured, predicted, tolerance = float(measured), float(predicted), float(tolerance)
+    unc = None if uncertainty is None else float(uncertainty)
+    if comparison not in ("within", "at_most", "at_least"):
+        raise ValueError(f"comparison must be within, at_most or at_least, got {comparison!r}")
+    ok = _finite(measured, predicted, tolerance, unc) and tolerance >= 0
+    if ok:
+        if comparison == "within":
+            ok = abs(measured - predicted) <= tolerance
+        elif comparison == "at_most":
+            ok = measured <= predicted + tolerance
+        else:
+            ok = measured >= predicted - tolerance
+    ctx = context()
+    record = {
+        "chapter": ctx["chapter"],
+        "name": name,
+        "paper": paper,
+        "theorem": theorem,
+        "measured": measured,
+        "uncertainty": unc,
+        "predicted": predicted,
+        "tolerance": tolerance,
+        "comparison": comparison,
+        "why": why,
+        "passed": bool(ok),
+        "profile": ctx["profile"],
+        "parameters": ctx["parameters"] if parameters is None else parameters,
+    }
+    _display_check(record)
+    return record
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.6g}"
+
+
+def _display_check(rec: dict[str, Any]) -> None:
+    status = "PASS" if rec["passed"] else "FAIL"
+    op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[rec["comparison"]]
+    pm = "" if rec["uncertainty"] is None else f" ± {_fmt(rec['uncertainty'])}"
+    text = (
+        f"[{status}] {rec['name']} ({rec['theorem']}): measured {_fmt(rec['measured'])}{pm}"
+        f" {op} predicted {_fmt(rec['predicted'])} (tolerance {_fmt(rec['tolerance'])})"
+    )
+    color = "#1a7f37" if rec["passed"] else "#cf222e"
+    body = (
+        f'<div class="ntklib-check" style="border-left:4px solid {color};padding:0.3em 0.8em;'
+        f'margin:0.5em 0"><b style="color:{color}">{status}</b> '
+        f"<b>{html.escape(rec['name'])}</b> — {html.escape(rec['theorem'])}<br>"
+        f"measured <code>{_fmt(rec['measured'])}{html.escape(pm)}</code> {op} predicted "
+        f"<code>{_fmt(rec['predicted'])}</code>, tolerance <code>{_fmt(rec['tolerance'])}"
+        f"</code><br><small>{html.escape(rec['why'])}</small></div>"
+    )
+    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"check": rec}})
+
+
+def _emit(data: dict[str, str], metadata: dict[str, Any]) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import publish_display_data
+    except ImportError:  # pragma: no cover - plain Python without IPython
+        print(data["text/plain"])
+        return
+    if get_ipython() is None:
+        print(data["text/plain"])
+        return
+    publish_display_data(data, metadata=metadata)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_figure(fig: Any, name: str, caption: str = "") -> dict[str, Any]:
+    """Save a matplotlib figure as PNG and SVG with a provenance record ``name.json``.
+
+    Files go to ``<outdir>/figures/``; each is written to a temporary name and moved into
+    place. Displays the command that regenerates the figure; returns the provenance record.
+    """
+    import io
+
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    ctx = context()
+    figdir = ctx["outdir"] / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        meta = {"Date": None} if ext == "svg" else {"Software": None}
+        fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight", metadata=meta)
+        _atomic_write_bytes(figdir / f"{name}.{ext}", buf.getvalue())
+    from ntklib import __version__
+
+    prov = {
+        "figure": name,
+        "caption": caption,
+        "chapter": ctx["chapter"],
+        "profile": ctx["profile"],
+        "parameters": ctx["parameters"],
+        "seed": ctx["parameters"].get("seed"),
+        "ntklib_version": __version__,
+        "git_commit": ctx["git_commit"],
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "files": [f"{name}.png", f"{name}.svg"],
+        "command": ctx["command"],
+    }
+    _atomic_write_bytes(figdir / f"{name}.json", json.dumps(prov, indent=2).encode())
+    cmd = ctx["command"] or "(run this chapter with python -m ntklib.book run)"
+    text = f"Figure {name} ({name}.png, {name}.svg). Regenerate with: {cmd}"
+    body = (
+        f'<p class="ntklib-figure"><small>Figure <code>{html.escape(name)}</code> '
+        f"(PNG and SVG, provenance in <code>{html.escape(name)}.json</code>). "
+        f"Regenerate with: <code>{html.escape(cmd)}</code></small></p>"
+    )
+    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"figure": prov}})
+    return prov

@@ -1,0 +1,105 @@
+"""Parameter declarations and validation: the runner's first line of defence."""
+
+import math
+
+import pytest
+
+from ntklib.book.params import ParameterError, parse_declaration, parse_parameters_cell, resolve
+
+CELL = """
+# comment lines are fine
+seed = 0  # int, >= 0: root key
+depth = 3  # int, >= 1, <= 1000: hidden layers
+widths = [64, 128, 256]  # list[int], >= 1, len >= 3: width sweep
+act = "relu"  # str, in {relu, erf}: nonlinearity
+lr = 0.5  # float, > 0, < 2: learning rate
+flag = True  # bool: a switch
+"""
+
+
+@pytest.fixture
+def specs():
+    return parse_parameters_cell(CELL)
+
+
+def test_cell_is_parsed_in_order(specs):
+    assert list(specs) == ["seed", "depth", "widths", "act", "lr", "flag"]
+    assert specs["depth"].bounds == ((">=", 1.0), ("<=", 1000.0))
+    assert specs["widths"].length == ((">=", 3),)
+    assert specs["act"].choices == ("relu", "erf")
+    assert specs["lr"].doc == "learning rate"
+
+
+def test_good_command_line_values(specs):
+    assert specs["depth"].parse("7") == 7
+    assert specs["widths"].parse("[8, 16, 32, 64]") == [8, 16, 32, 64]
+    assert specs["act"].parse("erf") == "erf"
+    assert specs["lr"].parse("1") == 1.0 and isinstance(specs["lr"].parse("1"), float)
+    assert specs["lr"].parse("1e-3") == 1e-3
+    assert specs["flag"].parse("false") is False
+
+
+BAD = [
+    ("depth", "0", "must be >= 1"),
+    ("depth", "-3", "must be >= 1"),
+    ("depth", "abc", "must be an integer"),
+    ("depth", "2.5", "must be an integer"),
+    ("depth", "true", "must be an integer"),
+    ("depth", "1001", "must be <= 1000"),
+    ("depth", "", "must be an integer"),
+    ("seed", "[1]", "must be an integer"),
+    ("widths", "[8, 0, 16]", "must be >= 1"),
+    ("widths", "[8, 16]", "len >= 3"),
+    ("widths", "64", r"must be a list\[int\]"),
+    ("widths", "[8, 16, x]", "must be an integer"),
+    ("widths", "[8, 16", "cannot parse"),
+    ("act", "sigmoid", "must be one of"),
+    ("lr", "nan", "must be finite"),
+    ("lr", "inf", "must be finite"),
+    ("lr", "-inf", "must be finite"),
+    ("lr", "0", "must be > 0"),
+    ("lr", "2", "must be < 2"),
+    ("lr", "fast", "must be a number"),
+    ("flag", "maybe", "must be true or false"),
+    ("flag", "1", "must be true or false"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", BAD)
+def test_bad_command_line_values(specs, name, text, message):
+    with pytest.raises(ParameterError, match=message) as e:
+        specs[name].parse(text)
+    assert "\n" not in str(e.value) and name in str(e.value)
+
+
+def test_resolve_layers_and_unknown_names(specs):
+    values = resolve(specs, ("profile", {"depth": 5}), ("cli", {"depth": 6, "lr": 1}))
+    assert values["depth"] == 6 and values["lr"] == 1.0 and values["seed"] == 0
+    with pytest.raises(ParameterError, match=r"unknown parameter 'dpeth'.*did you mean 'depth'"):
+        resolve(specs, ("profile", {"dpeth": 5}))
+    with pytest.raises(ParameterError, match="profile"):
+        resolve(specs, ("profile", {"depth": 0}))
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("depth = 0  # int, >= 1: layers", "its default"),
+        ("depth = 3  # integer: layers", "unknown type"),
+        ("depth = 3  # int, >= one: layers", "cannot read constraint"),
+        ("depth = 3  # int", "declaration needs"),
+        ("depth = 3", "cannot read"),
+        ("depth = f(3)  # int: layers", "not a literal"),
+        ("print(3)", "cannot read"),
+        ("a = 1  # int: x\na = 2  # int: y", "declared twice"),
+        ("x = nan  # float: x", "not a literal"),
+    ],
+)
+def test_bad_declarations(cell, message):
+    with pytest.raises(ParameterError, match=message):
+        parse_parameters_cell(cell)
+
+
+def test_float_default_must_be_finite():
+    with pytest.raises(ParameterError, match="finite"):
+        parse_declaration("x", math.inf, "float: x")

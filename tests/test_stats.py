@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+import ntklib as nl
+
+
+def test_power_law_fit_recovers_known_exponent():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(10, 1e4, 12)
+    y = 3.0 * x**-0.7 * np.exp(0.02 * rng.standard_normal(12))
+    fit = nl.fit_power_law(x, y, 0.02 * y)
+    assert abs(fit.slope + 0.7) < 3 * fit.slope_se
+    assert fit.slope_se < 0.02
+    assert np.exp(fit.intercept) == pytest.approx(3.0, rel=0.1)
+
+
+def test_line_fit_errors_are_calibrated():
+    # Over many synthetic data sets, |intercept - truth| < 2 s.e. about 95 % of the time.
+    rng = np.random.default_rng(1)
+    x = np.linspace(0, 1, 8)
+    hits = 0
+    for _ in range(400):
+        y = 1.0 + 0.5 * x + 0.1 * rng.standard_normal(8)
+        f = nl.fit_line(x, y, np.full(8, 0.1))
+        hits += abs(f.intercept - 1.0) < 2 * f.intercept_se
+    assert 0.90 < hits / 400 < 0.99
+
+
+def test_mean_and_se():
+    m, se = nl.mean_and_se(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert m == 2.5 and se == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+    with pytest.raises(ValueError):
+        nl.mean_and_se(np.array([1.0]))
+    with pytest.raises(ValueError):
+        nl.fit_line([1, 2], [1, 2])
