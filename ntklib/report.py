@@ -88,10 +88,22 @@ def check(
         "name": name,
         "paper": paper,
         "theorem": theorem,
-        "measured": measured,
-        "uncertainty": unc,
-        "predicted": predicted,
-        "tolerance": tolerance,
+        # JSON has no NaN or infinity: a non-finite number is stored as null and named in
+        # "nonfinite" with its value as text, so every reader sees it and it can never pass.
+        "measured": _json_num(measured),
+        "uncertainty": _json_num(unc),
+        "predicted": _json_num(predicted),
+        "tolerance": _json_num(tolerance),
+        "nonfinite": {
+            k: str(v)
+            for k, v in (
+                ("measured", measured),
+                ("uncertainty", unc),
+                ("predicted", predicted),
+                ("tolerance", tolerance),
+            )
+            if v is not None and not math.isfinite(v)
+        },
         "comparison": comparison,
         "why": why,
         "passed": bool(ok),
@@ -102,11 +114,16 @@ def check(
     return record
 
 
+def _json_num(v: float | None) -> float | None:
+    return v if v is None or math.isfinite(v) else None
+
+
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
 
 
-def _display_check(rec: dict[str, Any]) -> None:
+def _display_check(record: dict[str, Any]) -> None:
+    rec = {**record, **{k: float(v) for k, v in record["nonfinite"].items()}}
     status = "PASS" if rec["passed"] else "FAIL"
     op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[rec["comparison"]]
     pm = "" if rec["uncertainty"] is None else f" ± {_fmt(rec['uncertainty'])}"
@@ -123,7 +140,7 @@ def _display_check(rec: dict[str, Any]) -> None:
         f"<code>{_fmt(rec['predicted'])}</code>, tolerance <code>{_fmt(rec['tolerance'])}"
         f"</code><br><small>{html.escape(rec['why'])}</small></div>"
     )
-    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"check": rec}})
+    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"check": record}})
 
 
 def _emit(data: dict[str, str], metadata: dict[str, Any]) -> None:
@@ -145,13 +162,18 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_figure(fig: Any, name: str, caption: str = "") -> dict[str, Any]:
+def save_figure(fig: Any, name: str, caption: str = "") -> None:
     """Save a matplotlib figure as PNG and SVG with a provenance record ``name.json``.
 
     Files go to ``<outdir>/figures/``; each is written to a temporary name and moved into
-    place. Displays the command that regenerates the figure; returns the provenance record.
+    place. In a notebook the figure is then shown, followed by its caption and the command
+    that regenerates it, and closed (so the chapter needs no ``plt.show()``). The provenance
+    record goes to ``<name>.json``; the PNG and SVG are byte-for-byte reproducible (no
+    timestamps, fixed SVG ids).
     """
     import io
+
+    import matplotlib
 
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
@@ -161,7 +183,8 @@ def save_figure(fig: Any, name: str, caption: str = "") -> dict[str, Any]:
     for ext in ("png", "svg"):
         buf = io.BytesIO()
         meta = {"Date": None} if ext == "svg" else {"Software": None}
-        fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight", metadata=meta)
+        with matplotlib.rc_context({"svg.hashsalt": name}):
+            fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight", metadata=meta)
         _atomic_write_bytes(figdir / f"{name}.{ext}", buf.getvalue())
     from ntklib import __version__
 
@@ -180,11 +203,26 @@ def save_figure(fig: Any, name: str, caption: str = "") -> dict[str, Any]:
     }
     _atomic_write_bytes(figdir / f"{name}.json", json.dumps(prov, indent=2).encode())
     cmd = ctx["command"] or "(run this chapter with python -m ntklib.book run)"
-    text = f"Figure {name} ({name}.png, {name}.svg). Regenerate with: {cmd}"
+    cap = f"{caption} " if caption else ""
+    text = f"Figure {name}: {cap}({name}.png, {name}.svg). Regenerate with: {cmd}"
     body = (
-        f'<p class="ntklib-figure"><small>Figure <code>{html.escape(name)}</code> '
-        f"(PNG and SVG, provenance in <code>{html.escape(name)}.json</code>). "
+        f'<p class="ntklib-figure"><small><b>Figure <code>{html.escape(name)}</code>.</b> '
+        f"{html.escape(cap)}(PNG and SVG, provenance in <code>{html.escape(name)}.json</code>.) "
         f"Regenerate with: <code>{html.escape(cmd)}</code></small></p>"
     )
+    _show(fig)
     _emit({"text/plain": text, "text/html": body}, {"ntklib": {"figure": prov}})
-    return prov
+
+
+def _show(fig: Any) -> None:
+    """Display ``fig`` in a notebook (then close it, so it is not shown twice)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover
+        return
+    if get_ipython() is not None:
+        display(fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -1,3 +1,9 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import pytest
 
@@ -7,3 +13,99 @@ jax.config.update("jax_enable_x64", True)
 @pytest.fixture
 def key():
     return jax.random.PRNGKey(0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEMO = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Demo
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+seed = 0  # int, >= 0: root key
+fail = False  # bool: raise in the next cell
+good = True  # bool: whether the check passes
+nan = False  # bool: make the check's measured value NaN
+```
+
+```{code-cell} ipython3
+import matplotlib.pyplot as plt
+
+import ntklib as nl
+
+if fail:
+    raise RuntimeError("asked to fail")
+fig, ax = plt.subplots()
+ax.plot([0, 1], [seed, 1])
+nl.save_figure(fig, "line")
+measured = float("nan") if nan else (1.0 if good else 2.0)
+nl.check("demo check", paper="jacot2018ntk", theorem="none", measured=measured,
+         predicted=1.0, tolerance=0.1, why="demo");
+```
+"""
+
+PROFILES = """
+infinite_width:
+  ci: {widths: [32, 64, 128, 256], n_nets: 8, n_angles: 6, depth: 2}
+demo:
+  ci: {}
+"""
+
+TOC = """format: jb-book
+root: book/intro
+chapters:
+  - file: book/chapters/infinite_width/infinite_width
+  - file: book/chapters/demo/demo
+  - file: book/dashboard
+  - file: book/reproduce
+  - file: book/bibliography
+"""
+
+
+def ntkbook(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "ntklib.book", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def book_project(tmp_path_factory):
+    """A throw-away copy of the book with a tiny profile, built once per test session."""
+    root = tmp_path_factory.mktemp("book")
+    for f in ("_config.yml",):
+        shutil.copy(ROOT / f, root / f)
+    (root / "_toc.yml").write_text(TOC)
+    shutil.copytree(
+        ROOT / "book", root / "book", ignore=shutil.ignore_patterns("chapters", "_generated")
+    )
+    (root / "notebooks").mkdir()
+    shutil.copy(ROOT / "notebooks" / "infinite_width.md", root / "notebooks")
+    (root / "notebooks" / "demo.md").write_text(DEMO)
+    (root / "notebooks" / "profiles.yml").write_text(PROFILES)
+    build = ntkbook(root, "build", "--profile", "ci")
+    assert build.returncode == 0, build.stdout + build.stderr
+    return root

@@ -22,6 +22,7 @@ from typing import Any
 
 from ntklib.book.params import ParameterError, unknown_message
 from ntklib.book.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
+from ntklib.book.site import value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +72,11 @@ def cmd_list(project: Project, args) -> int:
                 + (f"  [{cons}]" if cons else "")
             )
             print(f"    {'':<16} {spec.doc}")
+        rules = ch.rules()
+        for expr, msg in rules.requires:
+            print(f"    requires         {expr}  ({msg})")
+        if rules.memory:
+            print(f"    memory estimate  {rules.memory} bytes")
         profs = project.profiles().get(name, {})
         for prof in PROFILES:
             vals = profs.get(prof) or {}
@@ -133,7 +139,7 @@ def cmd_build(project: Project, args) -> int:
     )
     for c in failed:
         print(
-            f"  FAIL {c['chapter']}: {c['name']} measured {c['measured']:.6g} vs predicted {c['predicted']:.6g} (tol {c['tolerance']:.3g})"
+            f"  FAIL {c['chapter']}: {c['name']} measured {value(c, 'measured', '.6g')} vs predicted {value(c, 'predicted', '.6g')} (tol {value(c, 'tolerance', '.3g')})"
         )
     return 1 if failed else 0
 
@@ -148,10 +154,11 @@ def cmd_checks(project: Project, args) -> int:
         if not checks:
             print("no checks recorded yet: run `python -m ntklib.book build` first")
         for c in checks:
-            unc = "" if c["uncertainty"] is None else f" ± {c['uncertainty']:.3g}"
+            unc = value(c, "uncertainty", ".3g")
+            unc = "" if unc == "—" else f" ± {unc}"
             print(
                 f"{'PASS' if c['passed'] else 'FAIL'}  {c['chapter']:<18} {c['name']:<40} "
-                f"{c['measured']:.6g}{unc} vs {c['predicted']:.6g} (tol {c['tolerance']:.3g})  [{c['profile']}]"
+                f"{value(c, 'measured', '.6g')}{unc} vs {value(c, 'predicted', '.6g')} (tol {value(c, 'tolerance', '.3g')})  [{c['profile']}]"
             )
     if not checks:
         return 1
@@ -178,7 +185,14 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):  # SIGTERM -> the same clean-up path as Ctrl-C
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     args = make_parser().parse_args(argv)
     try:
         project = Project(find_root())

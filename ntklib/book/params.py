@@ -203,3 +203,111 @@ def unknown_message(name: str, specs: dict[str, ParamSpec], origin: str = "") ->
 def canonical(values: dict[str, Any]) -> str:
     """Stable JSON of resolved values (for cache keys and provenance)."""
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+# --- cross-parameter rules: "# requires: EXPR | message" and "# memory: EXPR" -------------
+
+_SAFE_FUNCS = {
+    "len": len,
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "abs": abs,
+    "set": set,
+    "sorted": sorted,
+}
+_SAFE_NODES = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Call, ast.Name,
+    ast.Constant, ast.List, ast.Tuple, ast.Subscript, ast.Load, ast.operator, ast.unaryop,
+    ast.boolop, ast.cmpop, ast.IfExp,
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """A chapter's cross-parameter constraints and its memory estimate (bytes)."""
+
+    requires: tuple[tuple[str, str], ...] = ()
+    memory: str | None = None
+
+
+def _compile(expr: str, names: set[str]):
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise ParameterError(f"parameters cell: cannot parse rule {expr!r}") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _SAFE_NODES):
+            raise ParameterError(f"parameters cell: rule {expr!r} uses {type(node).__name__}")
+        if isinstance(node, ast.Name) and node.id not in names and node.id not in _SAFE_FUNCS:
+            raise ParameterError(f"parameters cell: rule {expr!r} names unknown {node.id!r}")
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id in _SAFE_FUNCS
+        ):
+            raise ParameterError(f"parameters cell: rule {expr!r} calls a disallowed function")
+    return compile(tree, "<rule>", "eval")
+
+
+def parse_rules(source: str, names: set[str]) -> Rules:
+    """The ``# requires:`` and ``# memory:`` comment lines of a parameters cell, validated."""
+    requires, memory = [], None
+    for raw in source.splitlines():
+        line = raw.strip()
+        for tag in ("requires:", "memory:"):
+            if line.startswith("#") and line[1:].strip().startswith(tag):
+                body = line[1:].strip()[len(tag) :].strip()
+                if tag == "requires:":
+                    expr, _, msg = body.partition("|")
+                    _compile(expr.strip(), names)
+                    requires.append((expr.strip(), msg.strip() or expr.strip()))
+                else:
+                    _compile(body, names)
+                    memory = body
+    return Rules(tuple(requires), memory)
+
+
+def _eval(expr: str, values: dict[str, Any]) -> Any:
+    code = _compile(expr, set(values))
+    return eval(code, {"__builtins__": {}, **_SAFE_FUNCS}, dict(values))  # noqa: S307 - vetted AST
+
+
+def check_rules(rules: Rules, values: dict[str, Any], available: int | None) -> None:
+    """Raise :class:`ParameterError` if a rule fails or the memory estimate exceeds ``available``."""
+    for expr, msg in rules.requires:
+        if not _eval(expr, values):
+            raise ParameterError(f"invalid parameter combination: {msg} (requires {expr})")
+    if rules.memory is not None and available is not None:
+        need = float(_eval(rules.memory, values))
+        if need > available:
+            raise ParameterError(
+                f"estimated memory {_human(need)} exceeds the {_human(available)} available "
+                "(hint: smaller widths or batches, fewer networks, or a machine with more memory "
+                "or a GPU; the estimate is the chapter's '# memory:' line)"
+            )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def available_memory() -> int | None:
+    """Bytes available for a new process (``NTKBOOK_MEMORY_BYTES`` overrides), or None."""
+    import os
+
+    if os.environ.get("NTKBOOK_MEMORY_BYTES"):
+        return int(os.environ["NTKBOOK_MEMORY_BYTES"])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -10,7 +10,16 @@ from typing import Any
 
 import yaml
 
-from ntklib.book.params import ParameterError, ParamSpec, parse_parameters_cell, resolve
+from ntklib.book.params import (
+    ParameterError,
+    ParamSpec,
+    Rules,
+    available_memory,
+    check_rules,
+    parse_parameters_cell,
+    parse_rules,
+    resolve,
+)
 
 PROFILES = ("ci", "quick", "full")
 DEFAULT_PROFILE = "quick"
@@ -115,15 +124,24 @@ class Chapter:
 
         return jupytext.read(self.source)
 
-    def specs(self) -> dict[str, ParamSpec]:
+    def _parameters_cell(self) -> str:
         nb = self.read()
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         if len(cells) != 1:
             raise UsageError(
                 f"chapter {self.name!r} must have exactly one cell tagged 'parameters'"
             )
+        return cells[0].source
+
+    def specs(self) -> dict[str, ParamSpec]:
         try:
-            return parse_parameters_cell(cells[0].source)
+            return parse_parameters_cell(self._parameters_cell())
+        except ParameterError as e:
+            raise UsageError(f"chapter {self.name!r}: {e}") from None
+
+    def rules(self) -> Rules:
+        try:
+            return parse_rules(self._parameters_cell(), set(self.specs()))
         except ParameterError as e:
             raise UsageError(f"chapter {self.name!r}: {e}") from None
 
@@ -134,12 +152,14 @@ class Chapter:
 
     def resolve(self, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
         """Defaults, then the profile, then ``overrides`` (already typed), all validated."""
-        specs = self.specs()
+        specs, rules = self.specs(), self.rules()
         try:
-            return resolve(
+            values = resolve(
                 specs,
                 (f"profile {profile!r} of profiles.yml", self.profile_values(profile)),
                 ("the command line", overrides),
             )
+            check_rules(rules, values, available_memory())
         except ParameterError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(f"chapter {self.name!r}: {e}") from None
+        return values

@@ -111,7 +111,8 @@ def run_chapter(
     project = chapter.project
     tmp_root = project.build / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_root / f"{chapter.name}-{uuid.uuid4().hex[:8]}"
+    recover(tmp_root, chapter.outdir)
+    tmp = tmp_root / f"{chapter.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     command = rerun_command(chapter.name, profile, overrides)
     env_before = dict(os.environ)
@@ -190,6 +191,33 @@ def run_chapter(
         os.environ.update(env_before)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(tmp_root: Path, final: Path) -> None:
+    """Clean up after a run that was killed (SIGKILL leaves no chance to clean up).
+
+    Temporary folders of dead processes are removed; if a kill landed between the two renames
+    of :func:`_publish`, the previous results are moved back into place.
+    """
+    for d in tmp_root.glob(f"{final.name}-*"):
+        parts = d.name[len(final.name) + 1 :].split("-")
+        if len(parts) == 2 and parts[0].isdigit() and not _alive(int(parts[0])):
+            shutil.rmtree(d, ignore_errors=True)
+    olds = sorted(tmp_root.glob(f"old-{final.name}-*"))
+    if olds and not final.exists():
+        os.replace(olds[-1], final)
+    for d in tmp_root.glob(f"old-{final.name}-*"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:

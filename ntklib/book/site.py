@@ -43,6 +43,14 @@ def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 
 
+def value(c: dict[str, Any], key: str, fmt: str = ".4g") -> str:
+    """A check's number as text; a non-finite one (stored as null) shows as nan or inf."""
+    if key in c.get("nonfinite", {}):
+        return c["nonfinite"][key]
+    v = c.get(key)
+    return "—" if v is None else format(v, fmt)
+
+
 def _cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -69,7 +77,7 @@ def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
         doc = f"book/chapters/{c['chapter']}/{c['chapter']}"
         rows.append(
             f"| {{doc}}`{c['chapter']} </{doc}>` | {_cell(c['name'])} | {{cite:t}}`{c['paper']}`, "
-            f"{_cell(c['theorem'])} | {meas} | {op} {_num(c['predicted'])} | {_num(c['tolerance'])} "
+            f"{_cell(c['theorem'])} | {meas} | {op} {value(c, 'predicted')} | {value(c, 'tolerance')} "
             f"| {'✅ pass' if c['passed'] else '❌ **FAIL**'} | {c['profile']}: {_cell(params)} |"
         )
     why = ["", "**Why each tolerance:**", ""]
@@ -104,9 +112,33 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     return checks
 
 
+def stage_mathjax(project: Project) -> Path:
+    """Copy MathJax 3 (from the ``django-static-mathjax`` wheel) into ``book/_static/mathjax``.
+
+    The site then renders math with no network: ``_config.yml`` points Sphinx's
+    ``mathjax_path`` at this copy instead of a CDN.
+    """
+    import mathjax
+
+    src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dst = project.root / "book" / "_static" / "mathjax"
+    if (dst / "tex-mml-chtml.js").exists():
+        return dst
+    tmp = dst.with_name(".mathjax-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    keep = {"tex-mml-chtml.js", "input", "output", "ui", "a11y", "sre", "adaptors"}
+    shutil.copytree(
+        src, tmp, ignore=lambda d, names: [n for n in names if Path(d) == src and n not in keep]
+    )
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+    return dst
+
+
 def build_site(project: Project, *, log=print) -> Path:
     """Run ``jupyter-book build`` (warnings are errors) and finish ``_build/html``."""
     checks = write_dashboard(project)
+    stage_mathjax(project)
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(jb) if jb.exists() else "jupyter-book",
