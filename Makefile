@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: book test lint format ci clean
+.PHONY: book test lint format ci clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,4 +34,9 @@ ci: lint
 	$(MAKE) test
 
 clean:
-	rm -rf _build book/chapters book/_generated
+	rm -rf _build book/chapters book/_generated book/_static
+
+## make bench: ntklib against neural-tangents (creates .peer-venv once); SIZE=tiny|small|full
+SIZE ?= small
+bench: $(STAMP)
+	$(PY) benchmarks/run.py --size $(SIZE)

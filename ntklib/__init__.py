@@ -8,11 +8,13 @@ from ntklib.empirical import (
     ntk_gram_jacobian,
     ntk_gram_mc,
 )
+from ntklib.hierarchy import k3, k3_hessian
 from ntklib.infinite import Kernels, kernels
 from ntklib.kernel_maps import kernel_map
 from ntklib.mlp import MLP, apply, forward, init, mlp
 from ntklib.report import check, save_figure
 from ntklib.stats import fit_line, fit_power_law, mean_and_se
+from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
 from ntklib.train import gradient_descent
 
 __version__ = "0.1.0"
@@ -39,4 +41,9 @@ __all__ = [
     "fit_power_law",
     "mean_and_se",
     "gradient_descent",
+    "k3",
+    "k3_hessian",
+    "map_keys",
+    "ntk_diagonal_mc",
+    "sweep",
 ]

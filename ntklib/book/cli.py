@@ -129,8 +129,7 @@ def cmd_build(project: Project, args) -> int:
     if args.no_site:
         checks = write_dashboard(project)
     else:
-        print("building the site")
-        index = build_site(project)
+        index = build_site(project, force=args.force)
         checks = json.loads((index.parent / "checks.json").read_text())
         print(f"site: {index.relative_to(project.root)} (open it in a browser)")
     failed = [c for c in checks if not c["passed"]]

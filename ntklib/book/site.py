@@ -109,6 +109,9 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     checks = collect_checks(project)
     _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
     _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
+    perf = project.generated / "performance.md"
+    if not perf.exists():  # written by benchmarks/run.py (make bench)
+        _write(perf, "The benchmarks have not been run for this build: run `make bench`.\n")
     return checks
 
 
@@ -135,9 +138,43 @@ def stage_mathjax(project: Project) -> Path:
     return dst
 
 
-def build_site(project: Project, *, log=print) -> Path:
-    """Run ``jupyter-book build`` (warnings are errors) and finish ``_build/html``."""
+def site_key(project: Project) -> str:
+    """Hash of everything the site is built from: the book's pages and generated files, the
+    executed chapters, the configuration and the book's own Sphinx code."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [project.root / "_config.yml", project.root / "_toc.yml"]
+    files += sorted(
+        p for p in (project.root / "book").rglob("*") if p.is_file() and "_static" not in p.parts
+    )
+    files += sorted((project.root / "ntklib" / "book").glob("*.py"))
+    for p in files:
+        if p.exists():
+            h.update(p.relative_to(project.root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def build_site(project: Project, *, force: bool = False, log=print) -> Path:
+    """Run ``jupyter-book build`` (warnings are errors) and finish ``_build/html``.
+
+    Skipped when nothing the site is built from changed since the last successful build
+    (:func:`site_key`), unless ``force``.
+    """
     checks = write_dashboard(project)
+    html = project.build / "html"
+    key, stamp = site_key(project), html / ".site-key"
+    if (
+        not force
+        and stamp.exists()
+        and stamp.read_text() == key
+        and (html / "checks.json").exists()
+    ):
+        log("site: unchanged since its last build (cached; --force rebuilds)")
+        return html / "index.html"
+    log("building the site")
+    stamp.unlink(missing_ok=True)
     stage_mathjax(project)
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [
@@ -150,12 +187,12 @@ def build_site(project: Project, *, log=print) -> Path:
     ]
     log("  " + " ".join(cmd[1:]))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    html = project.build / "html"
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise RuntimeError(f"jupyter-book build failed:\n{tail}")
     (html / "checks.json").write_text(json.dumps(checks, indent=2))
     verify_figures(project, html)
+    stamp.write_text(key)
     return html / "index.html"
 
 

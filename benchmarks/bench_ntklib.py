@@ -1,0 +1,187 @@
+"""ntklib's side of the benchmarks: ``python benchmarks/bench_ntklib.py SIZE OUTDIR``.
+
+Prints one JSON record per line and saves each result array to OUTDIR for the agreement check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import ntklib as nl  # noqa: E402
+from ntklib.hierarchy import k3, k3_hessian  # noqa: E402
+from ntklib.sweep import ntk_diagonal_mc  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import workloads as W  # noqa: E402
+
+
+def emit(**rec):
+    print(json.dumps(rec), flush=True)
+
+
+def params_from(depth, width, dtype):
+    return [(jnp.asarray(w.T), jnp.asarray(b)) for w, b in W.weights(depth, width, dtype)]
+
+
+def matmul_rate(n: int) -> dict[str, float]:
+    out = {}
+    for dt in ("float32", "float64"):
+        a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dt)
+        f = jax.jit(lambda a: a @ a)
+        _, t = W.timeit(lambda: f(a).block_until_ready())
+        out[dt] = 2.0 * n**3 / t
+        emit(
+            bench="matmul",
+            workload=f"{n}x{n} {dt}",
+            impl="jnp.matmul",
+            seconds=t,
+            flops_per_s=out[dt],
+        )
+    return out
+
+
+def bench_gram(size, outdir, rates):
+    for wl in W.SIZES[size]["gram"]:
+        depth, width, batch, dt = wl
+        net = nl.mlp(W.IN_DIM, depth, width, w_std=W.W_STD, b_std=W.B_STD)
+        params = params_from(depth, width, dt)
+        x = jnp.asarray(W.inputs(batch, dt))
+        label = W.label("gram", wl)
+        first, t = W.timeit(lambda: nl.ntk_gram(net, params, x).block_until_ready())
+        np.save(
+            outdir / f"gram-{depth}-{width}-{batch}-{dt}-ntklib.npy",
+            np.asarray(nl.ntk_gram(net, params, x)),
+        )
+        flops = W.gram_flops(depth, width, batch)
+        emit(
+            bench="gram",
+            workload=label,
+            impl="ntklib structured",
+            seconds=t,
+            compile_seconds=first - t,
+            flops=flops,
+            matmul_fraction=flops / t / rates[dt],
+        )
+        jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
+        if jac_bytes <= W.JACOBIAN_BYTES_LIMIT:
+            first, t = W.timeit(
+                lambda: nl.ntk_gram_jacobian(net, params, x).block_until_ready(), repeats=1
+            )
+            emit(
+                bench="gram",
+                workload=label,
+                impl="ntklib jacobian",
+                seconds=t,
+                compile_seconds=first - t,
+            )
+
+
+def bench_kernel(size, outdir):
+    x = jnp.asarray(W.inputs(128, "float64"))
+    for wl in W.SIZES[size]["kernel"]:
+        act, depth, batch = wl
+        xb = x[:batch]
+
+        def run(act=act, depth=depth, xb=xb):
+            return nl.kernels(
+                xb, depth=depth, activation=act, w_std=W.W_STD, b_std=W.B_STD
+            ).ntk.block_until_ready()
+
+        first, t = W.timeit(run)
+        np.save(outdir / f"kernel-{act}-{depth}-{batch}-ntklib.npy", np.asarray(run()))
+        emit(
+            bench="kernel",
+            workload=W.label("kernel", wl),
+            impl="ntklib kernels",
+            seconds=t,
+            compile_seconds=first - t,
+        )
+
+
+def bench_mc(size, outdir):
+    for wl in W.SIZES[size]["mc"]:
+        depth, width, n = wl
+        net = nl.mlp(W.IN_DIM, depth, width, w_std=W.W_STD, b_std=W.B_STD)
+        x = jnp.asarray(W.inputs(4, "float32"))
+        key = jax.random.PRNGKey(0)
+        label = W.label("mc", wl)
+        first, t = W.timeit(lambda: ntk_diagonal_mc(net, key, n, x, chunk=1024), repeats=2)
+        emit(
+            bench="mc",
+            workload=label,
+            impl="ntklib vmap (sharded)",
+            seconds=t,
+            compile_seconds=first - t,
+            networks_per_s=n / t,
+        )
+        one = jax.jit(lambda k: nl.ntk_diagonal(net, nl.init(net, k, x.dtype), x))
+        keys = jax.random.split(key, n)
+        m = min(n, 256)  # the loop is timed on a subset and scaled
+        one(keys[0]).block_until_ready()
+        first, t = W.timeit(lambda: [one(k).block_until_ready() for k in keys[:m]], repeats=1)
+        emit(
+            bench="mc",
+            workload=label,
+            impl="per-network loop",
+            seconds=t * n / m,
+            networks_per_s=m / t,
+        )
+
+
+def bench_k3(size, outdir):
+    for width in W.SIZES[size]["k3"]:
+        net = nl.MLP(W.IN_DIM, (width, width), "tanh", "ntk", 1.2, 0.1)
+        params = nl.init(net, jax.random.PRNGKey(0))
+        x = jnp.asarray(W.inputs(4, "float64"))
+        label = W.label("k3", width)
+        res = {}
+        for impl, fn in (
+            ("ntklib k3 (jvp, contract as you go)", k3),
+            ("naive full-Hessian contraction", k3_hessian),
+        ):
+            mem = fn.lower(net, params, x).compile().memory_analysis()
+            peak = None if mem is None else int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+            first, t = W.timeit(lambda fn=fn: fn(net, params, x).block_until_ready(), repeats=2)
+            res[impl] = np.asarray(fn(net, params, x))
+            emit(
+                bench="k3",
+                workload=label,
+                impl=impl,
+                seconds=t,
+                compile_seconds=first - t,
+                peak_bytes=peak,
+            )
+        a, b = res.values()
+        emit(
+            bench="k3-agreement",
+            workload=label,
+            impl="max rel diff",
+            value=float(np.abs(a - b).max() / np.abs(b).max()),
+        )
+
+
+def main():
+    size, outdir = sys.argv[1], Path(sys.argv[2])
+    emit(
+        bench="env",
+        workload="ntklib",
+        impl=f"jax {jax.__version__}",
+        devices=[str(d) for d in jax.devices()],
+    )
+    rates = matmul_rate(W.SIZES[size]["matmul"])
+    bench_gram(size, outdir, rates)
+    bench_kernel(size, outdir)
+    bench_mc(size, outdir)
+    bench_k3(size, outdir)
+
+
+if __name__ == "__main__":
+    main()

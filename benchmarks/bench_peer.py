@@ -1,0 +1,148 @@
+"""neural-tangents' side of the benchmarks, run in the peer environment (neural-tangents 0.6.5,
+JAX 0.4.23): ``python benchmarks/bench_peer.py SIZE OUTDIR``. Never imports ntklib.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import neural_tangents as nt  # noqa: E402
+from neural_tangents import stax  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import workloads as W  # noqa: E402
+
+IMPLS = {
+    "nt jacobian contraction": nt.NtkImplementation.JACOBIAN_CONTRACTION,
+    "nt ntk-vector products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+    "nt structured derivatives": nt.NtkImplementation.STRUCTURED_DERIVATIVES,
+}
+
+
+def emit(**rec):
+    print(json.dumps(rec), flush=True)
+
+
+def mlp(depth, width):
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(width, W_std=W.W_STD, b_std=W.B_STD), stax.Relu()]
+    return stax.serial(*layers, stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD))
+
+
+def stax_params(depth, width, dtype):
+    out = []
+    for w, b in W.weights(depth, width, dtype):
+        out += [(jnp.asarray(w), jnp.asarray(b)[None, :]), ()]
+    return out[:-1]
+
+
+def bench_gram(size, outdir):
+    for wl in W.SIZES[size]["gram"]:
+        depth, width, batch, dt = wl
+        _, apply_fn, _ = mlp(depth, width)
+        params = stax_params(depth, width, dt)
+        x = jnp.asarray(W.inputs(batch, dt))
+        label = W.label("gram", wl)
+        for name, impl in IMPLS.items():
+            jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
+            if (
+                impl == nt.NtkImplementation.JACOBIAN_CONTRACTION
+                and jac_bytes > W.JACOBIAN_BYTES_LIMIT
+            ):
+                emit(
+                    bench="gram",
+                    workload=label,
+                    impl=name,
+                    skipped=f"Jacobian of {jac_bytes / 1e9:.1f} GB",
+                )
+                continue
+            f = jax.jit(
+                nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl)
+            )
+            first, t = W.timeit(lambda f=f: f(x, None, params).block_until_ready())
+            tag = name.split()[1]
+            np.save(
+                outdir / f"gram-{depth}-{width}-{batch}-{dt}-{tag}.npy",
+                np.asarray(f(x, None, params)).reshape(batch, batch),
+            )
+            emit(bench="gram", workload=label, impl=name, seconds=t, compile_seconds=first - t)
+
+
+def bench_kernel(size, outdir):
+    x = jnp.asarray(W.inputs(128, "float64"))
+    for wl in W.SIZES[size]["kernel"]:
+        act, depth, batch = wl
+        nonlin = stax.Relu() if act == "relu" else stax.Erf()
+        block = stax.serial(stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD), nonlin)
+        # stax.repeat (a lax.scan) is neural-tangents' own way to make deep networks cheap to compile
+        body = block if depth == 1 else stax.serial(block, stax.repeat(block, depth - 1))
+        _, _, kernel_fn = stax.serial(body, stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD))
+        kfn = jax.jit(kernel_fn, static_argnames="get")
+        xb = x[:batch]
+        first, t = W.timeit(lambda kfn=kfn, xb=xb: kfn(xb, None, get="ntk").block_until_ready())
+        np.save(
+            outdir / f"kernel-{act}-{depth}-{batch}-nt.npy", np.asarray(kfn(xb, None, get="ntk"))
+        )
+        emit(
+            bench="kernel",
+            workload=W.label("kernel", wl),
+            impl="nt stax kernel_fn (repeat)",
+            seconds=t,
+            compile_seconds=first - t,
+        )
+
+
+def bench_mc(size, outdir):
+    for wl in W.SIZES[size]["mc"]:
+        depth, width, n = wl
+        init_fn, apply_fn, _ = mlp(depth, width)
+        x = jnp.asarray(W.inputs(4, "float32"))
+        ntk = nt.empirical_ntk_fn(
+            apply_fn,
+            trace_axes=(),
+            vmap_axes=0,
+            implementation=nt.NtkImplementation.STRUCTURED_DERIVATIVES,
+        )
+
+        def one(k):
+            _, p = init_fn(k, x.shape)
+            return jnp.diagonal(ntk(x, None, p).reshape(4, 4))
+
+        f = jax.jit(jax.vmap(one))
+        keys = jax.random.split(jax.random.PRNGKey(0), n)
+        chunk = 1024
+        run = lambda: [f(keys[i : i + chunk]).block_until_ready() for i in range(0, n, chunk)]  # noqa: E731
+        first, t = W.timeit(run, repeats=2)
+        emit(
+            bench="mc",
+            workload=W.label("mc", wl),
+            impl="nt empirical NTK in vmap",
+            seconds=t,
+            compile_seconds=first - t,
+            networks_per_s=n / t,
+        )
+
+
+def main():
+    size, outdir = sys.argv[1], Path(sys.argv[2])
+    emit(
+        bench="env",
+        workload="peer",
+        impl=f"neural-tangents {nt.__version__}, jax {jax.__version__}",
+    )
+    bench_gram(size, outdir)
+    bench_kernel(size, outdir)
+    bench_mc(size, outdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Benchmarks of ntklib against neural-tangents, side by side in one invocation.
+
+    python benchmarks/run.py [--size tiny|small|full] [--no-peer]     (``make bench``)
+
+Creates the peer environment (neural-tangents 0.6.5 with its JAX 0.4.23) once under
+``.peer-venv/`` (ignored by git), runs the same workloads on the same numbers in both
+environments one after the other, and reports each timing as a ratio measured in this run:
+
+1. empirical NTK Gram matrix of an MLP: ntklib's structured method against each of
+   neural-tangents' three implementations (steady state; compile time separately), and
+   ntklib's fraction of the machine's matmul throughput, timed in the same run;
+2. infinite-width NTK of deep MLPs: ``ntklib.kernels`` against ``stax``'s ``kernel_fn``;
+3. Monte Carlo of ``K(x, x)``: networks per second against a per-network loop and against
+   neural-tangents' empirical NTK in a ``vmap``;
+4. the hierarchy kernel ``K3``: time and peak memory against a full-Hessian contraction;
+5. the whole book at the ``quick`` profile: cold, and again with nothing changed.
+
+Writes ``_build/bench.json`` and the book's Performance page data (``book/_generated/``).
+Timings are never asserted anywhere; CI runs ``--size tiny`` only to keep this working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / ".peer-venv"
+PEER_PINS = ["neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2", "scipy<1.13"]
+sys.path.insert(0, str(Path(__file__).parent))
+import workloads as W  # noqa: E402
+
+
+def peer_python() -> Path:
+    """The peer environment's interpreter, creating the environment on first use."""
+    py = PEER / "bin" / "python"
+    stamp = PEER / ".installed"
+    if not stamp.exists():
+        print(
+            f"creating the peer environment in {PEER.name}/ ({' '.join(PEER_PINS)})",
+            file=sys.stderr,
+        )
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER)], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PEER_PINS],
+            check=True,
+        )
+        stamp.write_text(" ".join(PEER_PINS))
+    return py
+
+
+def run_side(python: Path | str, script: str, size: str, outdir: Path) -> list[dict]:
+    env = dict(os.environ, PYTHONPATH="")
+    env.pop("XLA_FLAGS", None)
+    errfile = outdir / f"{script}.stderr"
+    proc = subprocess.Popen(
+        [str(python), str(Path(__file__).parent / script), size, str(outdir)],
+        stdout=subprocess.PIPE,
+        stderr=errfile.open("w"),  # a file, not a pipe: a chatty stderr cannot block the child
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    records = []
+    for line in proc.stdout:  # progress as each workload finishes
+        if line.startswith("{"):
+            rec = json.loads(line)
+            records.append(rec)
+            if "seconds" in rec:
+                print(
+                    f"  {rec['bench']:<7} {rec['workload']:<42} {rec['impl']:<36} {rec['seconds']:.3g} s",
+                    file=sys.stderr,
+                )
+    if proc.wait() != 0:
+        err = errfile.read_text()
+        raise SystemExit(f"{script} failed:\n{err[-3000:]}")
+    return records
+
+
+def agreement(outdir: Path, stem: str, peer_tag: str, off_diagonal: bool = False) -> float | None:
+    """Max relative difference of the two results (off the diagonal only, if asked)."""
+    import numpy as np
+
+    a, b = outdir / f"{stem}-ntklib.npy", outdir / f"{stem}-{peer_tag}.npy"
+    if not (a.exists() and b.exists()):
+        return None
+    x, y = np.load(a).astype(float), np.load(b).astype(float)
+    rel = np.abs(x - y) / np.abs(y)
+    if off_diagonal:
+        rel = rel[~np.eye(len(rel), dtype=bool)]
+    return float(rel.max())
+
+
+def diagonal_errors(outdir: Path, act: str, depth: int, batch: int) -> str:
+    """Each library's relative error on the diagonal against the exact one-variable recursion."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = W.exact_diagonal(act, depth, W.inputs(128, "float64")[:batch])
+    if not np.all(np.isfinite(exact)):
+        return "the exact diagonal overflows float64 here (the NTK grows exponentially with depth)"
+    errs = []
+    for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents")):
+        p = outdir / f"kernel-{act}-{depth}-{batch}-{tag}.npy"
+        if p.exists():
+            errs.append(f"{name} {np.max(np.abs(np.diag(np.load(p)) - exact) / exact):.1e}")
+    return "diagonal vs exact: " + ", ".join(errs)
+
+
+def bench_book(profile: str) -> list[dict]:
+    cmd = [sys.executable, "-m", "ntklib.book", "build", "--profile", profile]
+    out = []
+    for label, extra in (("cold (--force)", ["--force"]), ("nothing changed", [])):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd + extra, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"the book build failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+        out.append(
+            {
+                "bench": "book",
+                "workload": f"book, {profile} profile",
+                "impl": label,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    return out
+
+
+def summarize(records: list[dict], outdir: Path) -> list[dict]:
+    """One row per (benchmark, workload): ntklib time, peer time, ratio, agreement."""
+    rows = []
+    by = {}
+    for r in records:
+        by.setdefault((r["bench"], r["workload"]), []).append(r)
+    for (bench, wl), rs in by.items():
+        timed = {r["impl"]: r for r in rs if "seconds" in r}
+        if bench == "gram":
+            ours = timed.get("ntklib structured")
+            d, w, b, dt = (
+                int(wl.split("depth ")[1].split(",")[0]),
+                int(wl.split("width ")[1].split(",")[0]),
+                int(wl.split("batch ")[1].split(",")[0]),
+                wl.split(", ")[-1],
+            )
+            stem = f"gram-{d}-{w}-{b}-{dt}"
+            for impl, r in timed.items():
+                if impl.startswith("nt "):
+                    rows.append(
+                        dict(
+                            bench=bench,
+                            workload=wl,
+                            ntklib=ours["seconds"],
+                            peer=impl,
+                            peer_seconds=r["seconds"],
+                            ratio=r["seconds"] / ours["seconds"],
+                            agreement=agreement(outdir, stem, impl.split()[1]),
+                            matmul_fraction=ours.get("matmul_fraction"),
+                        )
+                    )
+            for r in rs:
+                if "skipped" in r:
+                    rows.append(
+                        dict(
+                            bench=bench,
+                            workload=wl,
+                            ntklib=ours["seconds"],
+                            peer=r["impl"],
+                            peer_seconds=None,
+                            ratio=None,
+                            agreement=None,
+                            note=r["skipped"],
+                        )
+                    )
+            if not any(impl.startswith("nt ") for impl in timed) and ours:
+                rows.append(
+                    dict(
+                        bench=bench,
+                        workload=wl,
+                        ntklib=ours["seconds"],
+                        peer=None,
+                        peer_seconds=None,
+                        ratio=None,
+                        agreement=None,
+                        matmul_fraction=ours.get("matmul_fraction"),
+                    )
+                )
+        elif bench == "kernel":
+            ours, theirs = timed.get("ntklib kernels"), timed.get("nt stax kernel_fn (repeat)")
+            act, d, b = (
+                wl.split(", ")[0],
+                wl.split("depth ")[1].split(",")[0],
+                wl.split("batch ")[1],
+            )
+            rows.append(
+                dict(
+                    bench=bench,
+                    workload=wl,
+                    ntklib=ours["seconds"],
+                    peer=theirs and theirs["impl"],
+                    peer_seconds=theirs and theirs["seconds"],
+                    ratio=theirs and theirs["seconds"] / ours["seconds"],
+                    agreement=agreement(outdir, f"kernel-{act}-{d}-{b}", "nt", off_diagonal=True),
+                    note="agreement off the diagonal; "
+                    + diagonal_errors(outdir, act, int(d), int(b)),
+                )
+            )
+        elif bench == "mc":
+            ours = timed["ntklib vmap (sharded)"]
+            for impl in ("per-network loop", "nt empirical NTK in vmap"):
+                if impl in timed:
+                    rows.append(
+                        dict(
+                            bench=bench,
+                            workload=wl,
+                            ntklib=ours["seconds"],
+                            peer=impl,
+                            peer_seconds=timed[impl]["seconds"],
+                            ratio=timed[impl]["seconds"] / ours["seconds"],
+                            agreement=None,
+                            note=f"{ours['networks_per_s']:.0f} networks/s",
+                        )
+                    )
+        elif bench == "k3":
+            ours = timed["ntklib k3 (jvp, contract as you go)"]
+            naive = timed["naive full-Hessian contraction"]
+            agree = next(
+                (
+                    r["value"]
+                    for r in records
+                    if r["bench"] == "k3-agreement" and r["workload"] == wl
+                ),
+                None,
+            )
+            mem = (
+                f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB vs {naive['peak_bytes'] / 1e6:.2f} MB"
+                if ours.get("peak_bytes") and naive.get("peak_bytes")
+                else ""
+            )
+            rows.append(
+                dict(
+                    bench=bench,
+                    workload=wl,
+                    ntklib=ours["seconds"],
+                    peer=naive["impl"],
+                    peer_seconds=naive["seconds"],
+                    ratio=naive["seconds"] / ours["seconds"],
+                    agreement=agree,
+                    note=mem,
+                )
+            )
+        elif bench == "book":
+            pass
+    book = [r for r in records if r["bench"] == "book"]
+    if len(book) == 2:
+        rows.append(
+            dict(
+                bench="book",
+                workload=book[0]["workload"],
+                ntklib=book[1]["seconds"],
+                peer="cold build",
+                peer_seconds=book[0]["seconds"],
+                ratio=book[0]["seconds"] / book[1]["seconds"],
+                agreement=None,
+                note=f"no-change rebuild is {100 * book[1]['seconds'] / book[0]['seconds']:.1f} % of the cold build",
+            )
+        )
+    return rows
+
+
+def fmt(v, spec=".3g"):
+    return "—" if v is None else format(v, spec)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| benchmark | workload | ntklib (s) | compared with | its time (s) | ratio (its / ntklib) | agreement | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        note = r.get("note") or (
+            f"{100 * r['matmul_fraction']:.1f} % of matmul peak" if r.get("matmul_fraction") else ""
+        )
+        lines.append(
+            f"| {r['bench']} | {r['workload']} | {fmt(r['ntklib'])} | {r['peer'] or '—'} | "
+            f"{fmt(r['peer_seconds'])} | {fmt(r['ratio'])} | {fmt(r['agreement'], '.1e')} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
+    for (depth, dt), ax_style in {(3, "float32"): "-", (3, "float64"): "--"}.items():
+        sel = [
+            r
+            for r in grams
+            if r["workload"].startswith(f"depth {depth},") and r["workload"].endswith(dt)
+        ]
+        batches = sorted({int(r["workload"].split("batch ")[1].split(",")[0]) for r in sel})
+        if not batches:
+            continue
+        b = batches[0]
+        sel = [r for r in sel if f"batch {b}," in r["workload"]]
+        widths = sorted({int(r["workload"].split("width ")[1].split(",")[0]) for r in sel})
+        ours = [next(r["ntklib"] for r in sel if f"width {w}," in r["workload"]) for w in widths]
+        axes[0].plot(widths, ours, "k" + ax_style, marker="o", label=f"ntklib, {dt}")
+        for impl in sorted({r["peer"] for r in sel}):
+            ts = [
+                next(
+                    (
+                        r["peer_seconds"]
+                        for r in sel
+                        if r["peer"] == impl and f"width {w}," in r["workload"]
+                    ),
+                    None,
+                )
+                for w in widths
+            ]
+            axes[0].plot(widths, ts, ax_style, marker=".", label=f"{impl}, {dt}")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="width",
+        ylabel="seconds",
+        title="empirical NTK Gram, depth 3",
+    )
+    axes[0].legend(fontsize=7)
+    for act in ("relu", "erf"):
+        sel = [r for r in rows if r["bench"] == "kernel" and r["workload"].startswith(act)]
+        depths = [int(r["workload"].split("depth ")[1].split(",")[0]) for r in sel]
+        axes[1].plot(depths, [r["ntklib"] for r in sel], "o-", label=f"ntklib, {act}")
+        if all(r["peer_seconds"] for r in sel):
+            axes[1].plot(
+                depths, [r["peer_seconds"] for r in sel], "s--", label=f"stax kernel_fn, {act}"
+            )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="depth",
+        ylabel="seconds",
+        title="infinite-width NTK, batch 128",
+    )
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=list(W.SIZES), default="small")
+    ap.add_argument("--no-peer", action="store_true", help="skip neural-tangents (ntklib only)")
+    args = ap.parse_args(argv)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        outdir = Path(tmp)
+        print(f"ntklib side ({args.size})", file=sys.stderr)
+        records += run_side(sys.executable, "bench_ntklib.py", args.size, outdir)
+        if not args.no_peer:
+            print("neural-tangents side", file=sys.stderr)
+            records += run_side(peer_python(), "bench_peer.py", args.size, outdir)
+        if W.SIZES[args.size]["book"]:
+            print("the whole book", file=sys.stderr)
+            # a Performance page left by an older run must not break the timed build
+            (ROOT / "book" / "_generated" / "performance.md").unlink(missing_ok=True)
+            records += bench_book(W.SIZES[args.size]["book"])
+        rows = summarize(records, outdir)
+    report = {
+        "size": args.size,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "records": records,
+        "rows": rows,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (ROOT / "_build").mkdir(exist_ok=True)
+    (ROOT / "_build" / "bench.json").write_text(json.dumps(report, indent=2))
+    gen = ROOT / "book" / "_generated"
+    gen.mkdir(parents=True, exist_ok=True)
+    plot(rows, gen / "performance.png")
+    envs = "; ".join(r["impl"] for r in records if r["bench"] == "env")
+    (gen / "performance.md").write_text(
+        f"Measured {report['time']} on {report['machine']} (size `{args.size}`; {envs}).\n\n"
+        "```{image} _generated/performance.png\n:alt: time against size for ntklib and neural-tangents\n```\n\n"
+        + table(rows)
+    )
+    print(table(rows))
+    print(f"wrote {ROOT / '_build' / 'bench.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

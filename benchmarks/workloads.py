@@ -1,0 +1,144 @@
+"""Benchmark workloads, shared by both sides (plain Python and NumPy: it runs under ntklib's
+JAX and under the peer environment's older JAX alike).
+
+Every workload fixes its inputs and weights through NumPy seeds, so ntklib and
+neural-tangents compute on the same numbers and their results can be compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+W_STD, B_STD = 1.4, 0.1
+IN_DIM = 16
+
+SIZES = {
+    # tiny: CI keeps the benchmarks working; small: `make bench`; full: every size of the issue
+    "tiny": {
+        "gram": [(3, 64, 16, "float32"), (3, 64, 16, "float64")],
+        "kernel": [("relu", 10, 16), ("erf", 100, 16)],
+        "mc": [(5, 32, 256)],
+        "k3": [8, 16],
+        "matmul": 512,
+        "book": None,
+    },
+    "small": {
+        # batch 64 throughout, plus one batch-256 point; the NTK-vector-product and Jacobian
+        # routes cost minutes per call at depth 10, width 1024, batch 256 on 2 cores
+        "gram": [
+            (d, w, 64, dt) for d in (3, 10) for w in (256, 1024) for dt in ("float32", "float64")
+        ]
+        + [(3, 1024, 256, "float32")],
+        "kernel": [(a, d, 128) for a in ("relu", "erf") for d in (10, 100, 1000, 10000)],
+        "mc": [(50, 50, 2048)],
+        "k3": [8, 16, 32, 64],
+        "matmul": 2048,
+        "book": "quick",
+    },
+    "full": {
+        "gram": [
+            (d, w, b, dt)
+            for d in (3, 10)
+            for w in (256, 512, 1024, 2048)
+            for b in (64, 128, 256, 512)
+            for dt in ("float32", "float64")
+        ],
+        "kernel": [(a, d, 128) for a in ("relu", "erf") for d in (10, 100, 1000, 10000)],
+        "mc": [(50, 50, 16384)],
+        "k3": [8, 16, 32, 64, 128],
+        "matmul": 4096,
+        "book": "quick",
+    },
+}
+
+# A Jacobian larger than this is not attempted (reported as skipped, with its size).
+JACOBIAN_BYTES_LIMIT = 4e9
+
+
+def dims(depth: int, width: int) -> list[int]:
+    return [IN_DIM] + [width] * depth + [1]
+
+
+def weights(
+    depth: int, width: int, dtype: str, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Standard-normal ``(W, b)`` per dense layer, ``W`` of shape (n_in, n_out) (stax layout)."""
+    rng = np.random.default_rng(seed)
+    d = dims(depth, width)
+    return [
+        (
+            rng.standard_normal((d[i], d[i + 1])).astype(dtype),
+            rng.standard_normal(d[i + 1]).astype(dtype),
+        )
+        for i in range(len(d) - 1)
+    ]
+
+
+def inputs(batch: int, dtype: str, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, IN_DIM)).astype(dtype)
+
+
+def n_params(depth: int, width: int) -> int:
+    d = dims(depth, width)
+    return sum(d[i] * d[i + 1] + d[i + 1] for i in range(len(d) - 1))
+
+
+def gram_flops(depth: int, width: int, batch: int) -> float:
+    """FLOPs of the structured NTK Gram: forward + backward matmuls and the per-layer Grams."""
+    d = dims(depth, width)
+    layers = range(len(d) - 1)
+    return 4.0 * batch * sum(d[i] * d[i + 1] for i in layers) + 2.0 * batch**2 * sum(
+        d[i] + d[i + 1] for i in layers
+    )
+
+
+def label(bench: str, w) -> str:
+    if bench == "gram":
+        d, width, b, dt = w
+        return f"depth {d}, width {width}, batch {b}, {dt}"
+    if bench == "kernel":
+        a, d, b = w
+        return f"{a}, depth {d}, batch {b}"
+    if bench == "mc":
+        d, width, n = w
+        return f"depth {d}, width {width}, {n} networks"
+    if bench == "k3":
+        return f"width {w}, depth 2, batch 4"
+    return str(w)
+
+
+def timeit(fn, repeats: int = 3) -> tuple[float, float]:
+    """(first call seconds, best steady-state seconds) of ``fn()`` (which must block).
+
+    Calls taking over a second are repeated once only: their timing noise is small anyway.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats if first < 2.0 else 1):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return first, best
+
+
+def exact_diagonal(act: str, depth: int, x: np.ndarray) -> np.ndarray:
+    """``Theta(x, x)`` of the infinite-width NTK from the one-variable recursion on the
+    diagonal (correlation exactly 1), in NumPy: the reference both libraries are held to there.
+
+    relu: V(q) = q / 2, Vd = 1/2;  erf: V(q) = (2/pi) arcsin(2q / (1 + 2q)), Vd = (4/pi) / sqrt(1 + 4q).
+    """
+    w2, b2 = W_STD**2, B_STD**2
+    q = w2 * np.sum(x**2, axis=1) / x.shape[1] + b2
+    theta = q.copy()
+    for _ in range(depth):
+        if act == "relu":
+            v, vd = q / 2, 0.5
+        else:
+            v, vd = (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)), (4 / np.pi) / np.sqrt(1 + 4 * q)
+        q = w2 * v + b2
+        theta = q + w2 * vd * theta
+    return theta

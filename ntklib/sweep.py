@@ -1,0 +1,162 @@
+"""Monte Carlo over many networks, sharded over every device, resumable.
+
+* :func:`map_keys` evaluates ``fn(key)`` for ``n`` keys split from one root key, ``vmap``-ed in
+  chunks, each chunk laid out over all devices on a 1-D mesh (``jax.sharding``, axis
+  ``"nets"``). Network ``i`` always gets ``jax.random.split(key, n)[i]``, so the result does not
+  depend on the chunk size or on the number of devices.
+* :func:`ntk_diagonal_mc` is the Monte Carlo engine for ``K(x, x)`` of many random networks.
+* :func:`sweep` runs a grid of such computations, saving each finished point under a folder so
+  an interrupted sweep resumes where it stopped, with a progress line on stderr.
+
+On several GPUs of one machine this works unchanged (``jax.devices()`` lists them); on a CPU,
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits it into N
+devices, which is how the tests check that sharding changes no number. On several hosts, call
+``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` first on every
+host and run the same program everywhere: ``jax.devices()`` then lists every host's devices,
+the mesh spans them all, and each chunk's results are gathered to every host
+(``multihost_utils.process_allgather``). The multi-host path is not exercised by the tests here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ntklib.empirical import ntk_diagonal
+from ntklib.mlp import MLP, init
+
+
+def _mesh(devices: Sequence[jax.Device] | None) -> Mesh:
+    devs = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devs), ("nets",))
+
+
+def map_keys(
+    fn: Callable[[jax.Array], Any],
+    key: jax.Array,
+    n: int,
+    *,
+    chunk: int = 256,
+    devices: Sequence[jax.Device] | None = None,
+) -> Any:
+    """``stack([fn(k) for k in jax.random.split(key, n)])``, vmapped, chunked and sharded.
+
+    ``chunk`` is rounded up to a multiple of the number of devices; the last chunk is padded
+    (with extra keys whose results are dropped), so every compiled shape is the same.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    mesh = _mesh(devices)
+    nd = mesh.devices.size
+    chunk = max(nd, -(-min(chunk, n) // nd) * nd)
+    keys = jax.random.split(key, n)
+    pad = (-n) % chunk
+    if pad:
+        keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1), pad)])
+    run = _compiled(fn, mesh)
+    outs = [_gather(run(keys[i : i + chunk])) for i in range(0, n + pad, chunk)]
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *outs)
+
+
+def _gather(out):
+    """Bring a sharded result to this host (all hosts' shards when several processes run)."""
+    if jax.process_count() > 1:  # pragma: no cover - needs several hosts
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(out, tiled=True)
+    return jax.device_get(out)
+
+
+_CACHE: dict = {}
+
+
+def _compiled(fn, mesh: Mesh):
+    """``jit(vmap(fn))`` sharded over ``mesh``, cached so repeated calls do not recompile.
+
+    ``fn`` is keyed by identity, so pass the same callable (see :func:`ntk_diagonal_mc`).
+    """
+    cache_key = (fn, tuple(d.id for d in mesh.devices.flat))
+    if cache_key not in _CACHE:
+        sharding = NamedSharding(mesh, PartitionSpec("nets"))
+        _CACHE[cache_key] = jax.jit(jax.vmap(fn), in_shardings=sharding, out_shardings=sharding)
+    return _CACHE[cache_key]
+
+
+@functools.lru_cache(maxsize=64)
+def _diagonal_fn(net: MLP, x_bytes: bytes, shape: tuple[int, ...], dtype: str):
+    x = jnp.asarray(np.frombuffer(x_bytes, dtype=dtype).reshape(shape))
+    return lambda k: ntk_diagonal(net, init(net, k, x.dtype), x)
+
+
+def ntk_diagonal_mc(
+    net: MLP,
+    key: jax.Array,
+    n_nets: int,
+    x: jax.Array,
+    *,
+    chunk: int = 256,
+    devices: Sequence[jax.Device] | None = None,
+) -> np.ndarray:
+    """``K(x_i, x_i)`` of ``n_nets`` independent networks, shape (n_nets, B).
+
+    One forward and one backward pass per network (:func:`~ntklib.empirical.ntk_diagonal`);
+    network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]``.
+    """
+    xs = np.asarray(x)
+    fn = _diagonal_fn(net, xs.tobytes(), xs.shape, xs.dtype.str)
+    return map_keys(fn, key, n_nets, chunk=chunk, devices=devices)
+
+
+def _point_id(point: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sweep(
+    points: Sequence[dict[str, Any]],
+    run_point: Callable[[dict[str, Any]], np.ndarray],
+    store: Path | str | None = None,
+    *,
+    progress: bool = True,
+) -> list[np.ndarray]:
+    """``[run_point(p) for p in points]``, skipping points already saved under ``store``.
+
+    Each finished point is written to ``store/<hash of the point>.npy`` (atomically), so a
+    killed sweep resumes where it stopped; a progress line goes to stderr.
+    """
+    store = None if store is None else Path(store)
+    if store is not None:
+        store.mkdir(parents=True, exist_ok=True)
+    out, t0 = [], time.perf_counter()
+    for i, point in enumerate(points):
+        path = None if store is None else store / f"{_point_id(point)}.npy"
+        if path is not None and path.exists():
+            out.append(np.load(path))
+            status = "cached"
+        else:
+            res = np.asarray(run_point(point))
+            if path is not None:
+                tmp = path.with_suffix(".tmp.npy")
+                np.save(tmp, res)
+                tmp.replace(path)
+            out.append(res)
+            status = "done"
+        if progress:
+            bar = "#" * int(20 * (i + 1) / len(points))
+            print(
+                f"\r[{bar:<20}] {i + 1}/{len(points)} {status} {time.perf_counter() - t0:6.1f} s",
+                end="\n" if i + 1 == len(points) else "",
+                file=sys.stderr,
+                flush=True,
+            )
+    return out
