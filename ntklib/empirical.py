@@ -95,13 +95,12 @@ def ntk_gram_mc(net: MLP, key: jax.Array, n_nets: int, x: jax.Array, chunk: int 
     """Empirical NTK Gram matrices of ``n_nets`` independent networks, shape (n_nets, B, B).
 
     Network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]``, so the result
-    does not depend on ``chunk``; ``chunk`` networks are vmapped at a time to bound memory.
+    does not depend on ``chunk`` (networks vmapped at a time, to bound memory) nor on the
+    number of devices: this is :func:`ntklib.sweep.map_keys`, sharded over all devices.
     """
     from ntklib.mlp import init
+    from ntklib.sweep import map_keys
 
     if n_nets < 1:
         raise ValueError(f"n_nets must be >= 1, got {n_nets}")
-    keys = jax.random.split(key, n_nets)
-    one = jax.jit(jax.vmap(lambda k: ntk_gram(net, init(net, k, x.dtype), x)))
-    outs = [one(keys[i : i + chunk]) for i in range(0, n_nets, chunk)]
-    return jnp.concatenate(outs)
+    return map_keys(lambda k: ntk_gram(net, init(net, k, x.dtype), x), key, n_nets, chunk=chunk)

@@ -59,3 +59,13 @@ def test_save_figure_writes_files_and_provenance(tmp_path, monkeypatch):
     assert saved["command"] == "python -m ntklib.book run demo"
     with pytest.raises(ValueError):
         nl.save_figure(fig, "../escape")
+
+
+def test_dashboard_shows_non_finite_values_as_failures():
+    from ntklib.book.site import dashboard_markdown
+
+    rec = nl.check(
+        "c", measured=float("nan"), predicted=1.0, tolerance=0.1, uncertainty=0.2, **BASE
+    )
+    page = dashboard_markdown([rec])
+    assert "| nan ± 0.2 |" in page and "FAIL" in page and "0 of 1 checks pass" in page

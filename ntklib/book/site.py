@@ -39,10 +39,6 @@ def collect_runs(project: Project) -> list[dict[str, Any]]:
     return runs
 
 
-def _num(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
-
-
 def value(c: dict[str, Any], key: str, fmt: str = ".4g") -> str:
     """A check's number as text; a non-finite one (stored as null) shows as nan or inf."""
     if key in c.get("nonfinite", {}):
@@ -70,9 +66,8 @@ def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
     ]
     for c in checks:
         op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[c.get("comparison", "within")]
-        meas = _num(c["measured"]) + (
-            "" if c["uncertainty"] is None else f" ± {_num(c['uncertainty'])}"
-        )
+        unc = value(c, "uncertainty")
+        meas = value(c, "measured") + ("" if unc == "—" else f" ± {unc}")
         params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
         doc = f"book/chapters/{c['chapter']}/{c['chapter']}"
         rows.append(
