@@ -57,13 +57,13 @@ def bench_gram(size, outdir, rates):
         label = W.label("gram", wl)
         first, t = W.timeit(lambda: nl.ntk_gram(net, params, x).block_until_ready())
         np.save(
-            outdir / f"gram-{depth}-{width}-{batch}-{dt}-ntklib.npy",
-            np.asarray(nl.ntk_gram(net, params, x)),
+            W.result_file(outdir, "gram", wl, "ntklib"), np.asarray(nl.ntk_gram(net, params, x))
         )
         flops = W.gram_flops(depth, width, batch)
         emit(
             bench="gram",
             workload=label,
+            params=list(wl),
             impl="ntklib structured",
             seconds=t,
             compile_seconds=first - t,
@@ -96,10 +96,11 @@ def bench_kernel(size, outdir):
             ).ntk.block_until_ready()
 
         first, t = W.timeit(run)
-        np.save(outdir / f"kernel-{act}-{depth}-{batch}-ntklib.npy", np.asarray(run()))
+        np.save(W.result_file(outdir, "kernel", wl, "ntklib"), np.asarray(run()))
         emit(
             bench="kernel",
             workload=W.label("kernel", wl),
+            params=list(wl),
             impl="ntklib kernels",
             seconds=t,
             compile_seconds=first - t,

@@ -71,7 +71,7 @@ def bench_gram(size, outdir):
             first, t = W.timeit(lambda f=f: f(x, None, params).block_until_ready())
             tag = name.split()[1]
             np.save(
-                outdir / f"gram-{depth}-{width}-{batch}-{dt}-{tag}.npy",
+                W.result_file(outdir, "gram", wl, tag),
                 np.asarray(f(x, None, params)).reshape(batch, batch),
             )
             emit(bench="gram", workload=label, impl=name, seconds=t, compile_seconds=first - t)
@@ -89,9 +89,7 @@ def bench_kernel(size, outdir):
         kfn = jax.jit(kernel_fn, static_argnames="get")
         xb = x[:batch]
         first, t = W.timeit(lambda kfn=kfn, xb=xb: kfn(xb, None, get="ntk").block_until_ready())
-        np.save(
-            outdir / f"kernel-{act}-{depth}-{batch}-nt.npy", np.asarray(kfn(xb, None, get="ntk"))
-        )
+        np.save(W.result_file(outdir, "kernel", wl, "nt"), np.asarray(kfn(xb, None, get="ntk")))
         emit(
             bench="kernel",
             workload=W.label("kernel", wl),

@@ -84,11 +84,13 @@ def run_side(python: Path | str, script: str, size: str, outdir: Path) -> list[d
     return records
 
 
-def agreement(outdir: Path, stem: str, peer_tag: str, off_diagonal: bool = False) -> float | None:
+def agreement(
+    outdir: Path, bench: str, wl: tuple, peer_tag: str, off_diagonal: bool = False
+) -> float | None:
     """Max relative difference of the two results (off the diagonal only, if asked)."""
     import numpy as np
 
-    a, b = outdir / f"{stem}-ntklib.npy", outdir / f"{stem}-{peer_tag}.npy"
+    a, b = W.result_file(outdir, bench, wl, "ntklib"), W.result_file(outdir, bench, wl, peer_tag)
     if not (a.exists() and b.exists()):
         return None
     x, y = np.load(a).astype(float), np.load(b).astype(float)
@@ -98,17 +100,18 @@ def agreement(outdir: Path, stem: str, peer_tag: str, off_diagonal: bool = False
     return float(rel.max())
 
 
-def diagonal_errors(outdir: Path, act: str, depth: int, batch: int) -> str:
+def diagonal_errors(outdir: Path, wl: tuple) -> str:
     """Each library's relative error on the diagonal against the exact one-variable recursion."""
     import numpy as np
 
+    act, depth, batch = wl
     with np.errstate(over="ignore", invalid="ignore"):
         exact = W.exact_diagonal(act, depth, W.inputs(128, "float64")[:batch])
     if not np.all(np.isfinite(exact)):
         return "the exact diagonal overflows float64 here (the NTK grows exponentially with depth)"
     errs = []
     for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents")):
-        p = outdir / f"kernel-{act}-{depth}-{batch}-{tag}.npy"
+        p = W.result_file(outdir, "kernel", wl, tag)
         if p.exists():
             errs.append(f"{name} {np.max(np.abs(np.diag(np.load(p)) - exact) / exact):.1e}")
     return "diagonal vs exact: " + ", ".join(errs)
@@ -143,13 +146,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
         timed = {r["impl"]: r for r in rs if "seconds" in r}
         if bench == "gram":
             ours = timed.get("ntklib structured")
-            d, w, b, dt = (
-                int(wl.split("depth ")[1].split(",")[0]),
-                int(wl.split("width ")[1].split(",")[0]),
-                int(wl.split("batch ")[1].split(",")[0]),
-                wl.split(", ")[-1],
-            )
-            stem = f"gram-{d}-{w}-{b}-{dt}"
+            params = tuple(ours["params"])
             for impl, r in timed.items():
                 if impl.startswith("nt "):
                     rows.append(
@@ -160,7 +157,8 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                             peer=impl,
                             peer_seconds=r["seconds"],
                             ratio=r["seconds"] / ours["seconds"],
-                            agreement=agreement(outdir, stem, impl.split()[1]),
+                            agreement=agreement(outdir, bench, params, impl.split()[1]),
+                            params=params,
                             matmul_fraction=ours.get("matmul_fraction"),
                         )
                     )
@@ -193,11 +191,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 )
         elif bench == "kernel":
             ours, theirs = timed.get("ntklib kernels"), timed.get("nt stax kernel_fn (repeat)")
-            act, d, b = (
-                wl.split(", ")[0],
-                wl.split("depth ")[1].split(",")[0],
-                wl.split("batch ")[1],
-            )
+            params = tuple(ours["params"])
             rows.append(
                 dict(
                     bench=bench,
@@ -206,9 +200,9 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     peer=theirs and theirs["impl"],
                     peer_seconds=theirs and theirs["seconds"],
                     ratio=theirs and theirs["seconds"] / ours["seconds"],
-                    agreement=agreement(outdir, f"kernel-{act}-{d}-{b}", "nt", off_diagonal=True),
-                    note="agreement off the diagonal; "
-                    + diagonal_errors(outdir, act, int(d), int(b)),
+                    agreement=agreement(outdir, bench, params, "nt", off_diagonal=True),
+                    note="agreement off the diagonal; " + diagonal_errors(outdir, params),
+                    params=params,
                 )
             )
         elif bench == "mc":
@@ -255,8 +249,6 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     note=mem,
                 )
             )
-        elif bench == "book":
-            pass
     book = [r for r in records if r["bench"] == "book"]
     if len(book) == 2:
         rows.append(
@@ -302,33 +294,22 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
-    for (depth, dt), ax_style in {(3, "float32"): "-", (3, "float64"): "--"}.items():
-        sel = [
-            r
-            for r in grams
-            if r["workload"].startswith(f"depth {depth},") and r["workload"].endswith(dt)
-        ]
-        batches = sorted({int(r["workload"].split("batch ")[1].split(",")[0]) for r in sel})
-        if not batches:
+    for dt, style in (("float32", "-"), ("float64", "--")):
+        sel = [r for r in grams if r["params"][0] == 3 and r["params"][3] == dt]
+        if not sel:
             continue
-        b = batches[0]
-        sel = [r for r in sel if f"batch {b}," in r["workload"]]
-        widths = sorted({int(r["workload"].split("width ")[1].split(",")[0]) for r in sel})
-        ours = [next(r["ntklib"] for r in sel if f"width {w}," in r["workload"]) for w in widths]
-        axes[0].plot(widths, ours, "k" + ax_style, marker="o", label=f"ntklib, {dt}")
+        batch = min(r["params"][2] for r in sel)
+        sel = [r for r in sel if r["params"][2] == batch]
+        widths = sorted({r["params"][1] for r in sel})
+        ours = {r["params"][1]: r["ntklib"] for r in sel}
+        axes[0].plot(
+            widths, [ours[w] for w in widths], "k" + style, marker="o", label=f"ntklib, {dt}"
+        )
         for impl in sorted({r["peer"] for r in sel}):
-            ts = [
-                next(
-                    (
-                        r["peer_seconds"]
-                        for r in sel
-                        if r["peer"] == impl and f"width {w}," in r["workload"]
-                    ),
-                    None,
-                )
-                for w in widths
-            ]
-            axes[0].plot(widths, ts, ax_style, marker=".", label=f"{impl}, {dt}")
+            theirs = {r["params"][1]: r["peer_seconds"] for r in sel if r["peer"] == impl}
+            axes[0].plot(
+                widths, [theirs.get(w) for w in widths], style, marker=".", label=f"{impl}, {dt}"
+            )
     axes[0].set(
         xscale="log",
         yscale="log",
@@ -338,8 +319,8 @@ def plot(rows: list[dict], path: Path) -> None:
     )
     axes[0].legend(fontsize=7)
     for act in ("relu", "erf"):
-        sel = [r for r in rows if r["bench"] == "kernel" and r["workload"].startswith(act)]
-        depths = [int(r["workload"].split("depth ")[1].split(",")[0]) for r in sel]
+        sel = [r for r in rows if r["bench"] == "kernel" and r["params"][0] == act]
+        depths = [r["params"][1] for r in sel]
         axes[1].plot(depths, [r["ntklib"] for r in sel], "o-", label=f"ntklib, {act}")
         if all(r["peer_seconds"] for r in sel):
             axes[1].plot(

@@ -7,6 +7,8 @@ neural-tangents compute on the same numbers and their results can be compared.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 W_STD, B_STD = 1.4, 0.1
@@ -53,6 +55,11 @@ SIZES = {
 
 # A Jacobian larger than this is not attempted (reported as skipped, with its size).
 JACOBIAN_BYTES_LIMIT = 4e9
+
+
+def result_file(outdir, bench: str, wl: tuple, tag: str) -> Path:
+    """Where a side saves a workload's result for the agreement check (one name, both sides)."""
+    return Path(outdir) / f"{bench}-{'-'.join(map(str, wl))}-{tag}.npy"
 
 
 def dims(depth: int, width: int) -> list[int]:
