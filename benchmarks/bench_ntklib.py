@@ -135,6 +135,18 @@ def bench_mc(size, outdir):
             seconds=t * n / m,
             networks_per_s=m / t,
         )
+        # the same K(x, x) law for He-initialized ReLU networks as a chain of 3 depth scalars
+        # (ntklib.finite.sample_diagonal), no weight matrices drawn
+        widths = (width,) * depth
+        first, t = W.timeit(lambda: nl.finite.sample_diagonal(key, W.IN_DIM, widths, n), repeats=2)
+        emit(
+            bench="mc",
+            workload=label,
+            impl="ntklib scalar chain (He ReLU, exact in law)",
+            seconds=t,
+            compile_seconds=first - t,
+            networks_per_s=n / t,
+        )
 
 
 def bench_k3(size, outdir):

@@ -207,6 +207,21 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
             )
         elif bench == "mc":
             ours = timed["ntklib vmap (sharded)"]
+            chain = timed.get("ntklib scalar chain (He ReLU, exact in law)")
+            if chain and "per-network loop" in timed:
+                rows.append(
+                    dict(
+                        bench=bench,
+                        workload=wl,
+                        ntklib=chain["seconds"],
+                        peer="per-network loop",
+                        peer_seconds=timed["per-network loop"]["seconds"],
+                        ratio=timed["per-network loop"]["seconds"] / chain["seconds"],
+                        agreement=None,
+                        note=f"scalar chain (ntklib.finite): {chain['networks_per_s']:.0f} "
+                        "networks/s",
+                    )
+                )
             for impl in ("per-network loop", "nt empirical NTK in vmap"):
                 if impl in timed:
                     rows.append(

@@ -1,5 +1,6 @@
 """ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
 
+from ntklib import finite
 from ntklib.activations import ACTIVATIONS, get_activation
 from ntklib.empirical import (
     layer_signals,
@@ -13,7 +14,7 @@ from ntklib.infinite import Kernels, kernels
 from ntklib.kernel_maps import kernel_map
 from ntklib.mlp import MLP, apply, forward, init, mlp
 from ntklib.report import check, save_figure
-from ntklib.stats import fit_line, fit_power_law, mean_and_se
+from ntklib.stats import bootstrap_ci, fit_line, fit_power_law, mean_and_se, moment_ratio
 from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
 from ntklib.train import gradient_descent
 
@@ -40,6 +41,9 @@ __all__ = [
     "fit_line",
     "fit_power_law",
     "mean_and_se",
+    "moment_ratio",
+    "bootstrap_ci",
+    "finite",
     "gradient_descent",
     "k3",
     "k3_hessian",

@@ -40,8 +40,10 @@ class MLP:
         activation: name of the nonlinearity (see :mod:`ntklib.activations`).
         parameterization: ``"ntk"`` or ``"standard"``.
         w_std, b_std: weight and bias standard deviations (``sigma_w``, ``sigma_b``).
-        bias: whether the layers have biases at all (``False``: no bias parameters, as in
-            Hanin & Nica 2019, so they contribute nothing to the NTK).
+        bias: whether the layers have biases at all (``False``: no bias parameters, so they
+            contribute nothing to the NTK).
+        bias_init: ``"normal"`` (``b_l ~ N(0, 1)``) or ``"zero"``: biases start at zero but are
+            still trained and still count in the NTK (He et al. 2015; Hanin & Nica 2019).
     """
 
     in_dim: int
@@ -51,6 +53,7 @@ class MLP:
     w_std: float = 1.0
     b_std: float = 0.0
     bias: bool = True
+    bias_init: Literal["normal", "zero"] = "normal"
 
     def __post_init__(self) -> None:
         _check_int("in_dim", self.in_dim)
@@ -66,6 +69,8 @@ class MLP:
             raise ValueError(
                 f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
             )
+        if self.bias_init not in ("normal", "zero"):
+            raise ValueError(f"bias_init must be 'normal' or 'zero', got {self.bias_init!r}")
         for name in ("w_std", "b_std"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
@@ -124,7 +129,7 @@ def init(net: MLP, key: jax.Array, dtype: jnp.dtype | None = None) -> Params:
         if net.parameterization == "standard":
             w = w * (net.w_std / math.sqrt(dims[l]))
             b = b * net.b_std
-        if not net.bias:
+        if not net.bias or net.bias_init == "zero":
             b = jnp.zeros_like(b)
         params.append((w, b))
     return params

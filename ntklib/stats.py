@@ -54,3 +54,48 @@ def fit_power_law(x, y, y_se=None) -> LineFit:
     y = np.asarray(y, float)
     log_se = None if y_se is None else np.asarray(y_se, float) / y
     return fit_line(np.log(np.asarray(x, float)), np.log(y), log_se)
+
+
+def moment_ratio(samples) -> tuple[float, float]:
+    """``E[X^2] / E[X]^2`` from samples, with its delta-method standard error.
+
+    With ``m1, m2`` the sample moments and their covariance from ``(X, X^2)``,
+    ``var(r) = r^2 (var m2 / m2^2 - 4 cov(m1, m2) / (m1 m2) + 4 var m1 / m1^2)``. The error
+    needs the fourth moment, so it is itself unreliable when ``X`` is heavy tailed: use it
+    only where the sample size is adequate (see ``ntklib.finite.networks_needed``).
+    """
+    x = np.asarray(samples, float)
+    n = x.size
+    if n < 2:
+        raise ValueError("need at least 2 samples")
+    m1, m2 = x.mean(), (x * x).mean()
+    c = np.cov(np.stack([x, x * x]), ddof=1) / n
+    r = m2 / m1**2
+    var = r**2 * (c[1, 1] / m2**2 - 4 * c[0, 1] / (m1 * m2) + 4 * c[0, 0] / m1**2)
+    return float(r), float(np.sqrt(max(var, 0.0)))
+
+
+def bootstrap_ci(
+    key, samples, statistic, *, n_boot: int = 1000, level: float = 0.95, block: int = 50
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(samples)`` (resampling with replacement).
+
+    Resampling indices come from ``jax.random`` under ``key`` (reproducible); ``block``
+    replicates are drawn at a time to bound memory at ``block * len(samples)`` indices.
+    """
+    import jax
+
+    x = np.asarray(samples)
+    if x.shape[0] < 2:
+        raise ValueError("need at least 2 samples")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    stats = []
+    for i in range(0, n_boot, block):
+        b = min(block, n_boot - i)
+        idx = np.asarray(
+            jax.random.randint(jax.random.fold_in(key, i), (b, x.shape[0]), 0, x.shape[0])
+        )
+        stats.extend(float(statistic(x[row])) for row in idx)
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

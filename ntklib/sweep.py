@@ -43,29 +43,35 @@ def _mesh(devices: Sequence[jax.Device] | None) -> Mesh:
 
 
 def map_keys(
-    fn: Callable[[jax.Array], Any],
+    fn: Callable[..., Any],
     key: jax.Array,
     n: int,
     *,
+    args: tuple = (),
     chunk: int = 256,
+    fixed_chunk: bool = False,
     devices: Sequence[jax.Device] | None = None,
 ) -> Any:
-    """``stack([fn(k) for k in jax.random.split(key, n)])``, vmapped, chunked and sharded.
+    """``stack([fn(k, *args) for k in jax.random.split(key, n)])``, vmapped, chunked, sharded.
 
+    ``args`` are shared by every network (arrays, replicated on every device): passing them
+    here instead of closing over them lets one compiled function serve many configurations.
     ``chunk`` is rounded up to a multiple of the number of devices; the last chunk is padded
-    (with extra keys whose results are dropped), so every compiled shape is the same.
+    (with extra keys whose results are dropped), so every compiled shape is the same. With
+    ``fixed_chunk`` a run of fewer than ``chunk`` networks is padded to ``chunk`` as well, so
+    calls with different ``n`` share one compiled function.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     mesh = _mesh(devices)
     nd = mesh.devices.size
-    chunk = max(nd, -(-min(chunk, n) // nd) * nd)
+    chunk = max(nd, -(-(chunk if fixed_chunk else min(chunk, n)) // nd) * nd)
     keys = jax.random.split(key, n)
     pad = (-n) % chunk
     if pad:
         keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1), pad)])
-    run = _compiled(fn, mesh)
-    outs = [_gather(run(keys[i : i + chunk])) for i in range(0, n + pad, chunk)]
+    run = _compiled(fn, mesh, len(args))
+    outs = [_gather(run(keys[i : i + chunk], *args)) for i in range(0, n + pad, chunk)]
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *outs)
 
 
@@ -81,15 +87,20 @@ def _gather(out):
 _CACHE: dict = {}
 
 
-def _compiled(fn, mesh: Mesh):
+def _compiled(fn, mesh: Mesh, n_args: int = 0):
     """``jit(vmap(fn))`` sharded over ``mesh``, cached so repeated calls do not recompile.
 
     ``fn`` is keyed by identity, so pass the same callable (see :func:`ntk_diagonal_mc`).
     """
-    cache_key = (fn, tuple(d.id for d in mesh.devices.flat))
+    cache_key = (fn, n_args, tuple(d.id for d in mesh.devices.flat))
     if cache_key not in _CACHE:
         sharding = NamedSharding(mesh, PartitionSpec("nets"))
-        _CACHE[cache_key] = jax.jit(jax.vmap(fn), in_shardings=sharding, out_shardings=sharding)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        _CACHE[cache_key] = jax.jit(
+            jax.vmap(fn, in_axes=(0,) + (None,) * n_args),
+            in_shardings=(sharding,) + (replicated,) * n_args,
+            out_shardings=sharding,
+        )
     return _CACHE[cache_key]
 
 
