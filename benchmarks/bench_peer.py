@@ -102,8 +102,13 @@ def bench_kernel(size, outdir):
 def bench_mc(size, outdir):
     for wl in W.SIZES[size]["mc"]:
         depth, width, n = wl
-        init_fn, apply_fn, _ = mlp(depth, width)
-        x = jnp.asarray(W.inputs(4, "float32"))
+        # He-initialized ReLU layers as on ntklib's side (NTK parameterization, sigma_w^2 = 2),
+        # one float64 input; stax draws the biases, which changes nothing in the cost
+        layers = []
+        for _ in range(depth):
+            layers += [stax.Dense(width, W_std=2**0.5, b_std=1.0), stax.Relu()]
+        init_fn, apply_fn, _ = stax.serial(*layers, stax.Dense(1, W_std=2**0.5, b_std=1.0))
+        x = jnp.asarray(W.inputs(1, "float64"))
         ntk = nt.empirical_ntk_fn(
             apply_fn,
             trace_axes=(),
@@ -113,7 +118,7 @@ def bench_mc(size, outdir):
 
         def one(k):
             _, p = init_fn(k, x.shape)
-            return jnp.diagonal(ntk(x, None, p).reshape(4, 4))
+            return jnp.diagonal(ntk(x, None, p).reshape(1, 1))
 
         f = jax.jit(jax.vmap(one))
         keys = jax.random.split(jax.random.PRNGKey(0), n)

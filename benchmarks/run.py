@@ -136,6 +136,20 @@ def bench_book(profile: str) -> list[dict]:
     return out
 
 
+def _ratio_row(bench, wl, ours, impl, theirs, agreement=None, **extra):
+    """A table row: ntklib's record against another implementation's, timed in the same run."""
+    return dict(
+        bench=bench,
+        workload=wl,
+        ntklib=ours["seconds"],
+        peer=impl,
+        peer_seconds=theirs["seconds"],
+        ratio=theirs["seconds"] / ours["seconds"],
+        agreement=agreement,
+        **extra,
+    )
+
+
 def summarize(records: list[dict], outdir: Path) -> list[dict]:
     """One row per (benchmark, workload): ntklib time, peer time, ratio, agreement."""
     rows = []
@@ -150,13 +164,12 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
             for impl, r in timed.items():
                 if impl.startswith("nt "):
                     rows.append(
-                        dict(
-                            bench=bench,
-                            workload=wl,
-                            ntklib=ours["seconds"],
-                            peer=impl,
-                            peer_seconds=r["seconds"],
-                            ratio=r["seconds"] / ours["seconds"],
+                        _ratio_row(
+                            bench,
+                            wl,
+                            ours,
+                            impl,
+                            r,
                             agreement=agreement(outdir, bench, params, impl.split()[1]),
                             params=params,
                             matmul_fraction=ours.get("matmul_fraction"),
@@ -206,36 +219,14 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 )
             )
         elif bench == "mc":
-            ours = timed["ntklib vmap (sharded)"]
-            chain = timed.get("ntklib scalar chain (He ReLU, exact in law)")
-            if chain and "per-network loop" in timed:
-                rows.append(
-                    dict(
-                        bench=bench,
-                        workload=wl,
-                        ntklib=chain["seconds"],
-                        peer="per-network loop",
-                        peer_seconds=timed["per-network loop"]["seconds"],
-                        ratio=timed["per-network loop"]["seconds"] / chain["seconds"],
-                        agreement=None,
-                        note=f"scalar chain (ntklib.finite): {chain['networks_per_s']:.0f} "
-                        "networks/s",
-                    )
-                )
-            for impl in ("per-network loop", "nt empirical NTK in vmap"):
-                if impl in timed:
-                    rows.append(
-                        dict(
-                            bench=bench,
-                            workload=wl,
-                            ntklib=ours["seconds"],
-                            peer=impl,
-                            peer_seconds=timed[impl]["seconds"],
-                            ratio=timed[impl]["seconds"] / ours["seconds"],
-                            agreement=None,
-                            note=f"{ours['networks_per_s']:.0f} networks/s",
-                        )
-                    )
+            for name, ours in (
+                ("scalar chain", timed.get("ntklib scalar chain (ntklib.finite, exact in law)")),
+                ("real networks, vmap", timed.get("ntklib vmap (sharded)")),
+            ):
+                for impl in ("per-network loop", "nt empirical NTK in vmap"):
+                    if ours and impl in timed:
+                        note = f"ntklib {name}: {ours['networks_per_s']:.0f} networks/s"
+                        rows.append(_ratio_row(bench, wl, ours, impl, timed[impl], note=note))
         elif bench == "k3":
             ours = timed["ntklib k3 (jvp, contract as you go)"]
             naive = timed["naive full-Hessian contraction"]

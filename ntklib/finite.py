@@ -201,7 +201,8 @@ def sample_diagonal(
     Exact in distribution (module docstring), float64, ``O(d)`` work per network.
     ``x_norm2`` is ``|x|^2`` (default ``n_0``, i.e. ``|x|^2 / n_0 = 1``). Network ``i`` uses
     ``jax.random.split(key, n_nets)[i]``, vmapped in chunks of ``chunk`` over all devices.
-    Compiled once per padded depth and per ``chunk`` (the last chunk is padded): the hidden
+    Compiled once per padded depth and per chunk size (a power of two up to ``chunk``; the
+    last chunk is padded): the hidden
     layers are padded with identity layers to ``pad_to`` (default: the next power of two), so
     a sweep that passes one ``pad_to`` compiles once for every width, depth and sample size.
     """
@@ -218,6 +219,8 @@ def sample_diagonal(
     hidden = jnp.asarray((1,) * pad + widths, jnp.float64)
     real = jnp.asarray((False,) * pad + (True,) * len(widths))
     r0 = jnp.asarray(x2 / in_dim, jnp.float64)
+    # chunks of a power of two (at most `chunk`): few compiled shapes, under 2x padding
+    chunk = min(chunk, 1 << max(0, n_nets - 1).bit_length())
     kw, kb, f = map_keys(
         _one_network, key, n_nets, args=(hidden, real, r0), chunk=chunk, fixed_chunk=True
     )
