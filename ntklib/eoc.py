@@ -1,0 +1,215 @@
+"""Signal propagation at infinite width: variance and correlation maps, chi, the Edge of Chaos.
+
+For a fully connected network with weight and bias variances ``(sigma_w^2, sigma_b^2)`` and
+activation ``phi``, the pre-activation variance of an input follows the *variance map* and
+the correlation of two inputs the *correlation map* (Poole et al. 2016; Schoenholz et al.
+2017; Hayou, Doucet & Rousseau 2019, Sec. 2):
+
+    q_{l+1} = F(q_l) = sigma_w^2 E[phi(sqrt(q_l) Z)^2] + sigma_b^2,
+    c_{l+1} = f(c_l) = (sigma_w^2 E[phi(u) phi(v)] + sigma_b^2) / q*,
+        (u, v) ~ N(0, q* [[1, c], [c, 1]]),
+
+with ``q*`` the fixed point of ``F``. The slope of ``f`` at ``c = 1`` is
+
+    chi = f'(1) = sigma_w^2 E[phi'(sqrt(q*) Z)^2]:
+
+``chi < 1`` is the ordered phase (correlations go to 1), ``chi > 1`` the chaotic phase, and
+``chi = 1`` the Edge of Chaos (EOC). The one-dimensional Gaussian expectations here are
+computed with adaptive quadrature on each half-line (the activations may have a kink at 0),
+to about 1e-12; the two-dimensional one in :func:`correlation_map` by closed forms where
+they exist, else by nested adaptive quadrature split at the kink. NumPy/SciPy floats: these
+are scalar root-finding problems, not array programs (the library's kernel recursions for
+deep networks are in :mod:`ntklib.infinite`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from scipy import integrate, optimize
+
+from ntklib.activations import get_activation
+
+HOMOGENEOUS = ("relu", "identity")  # phi(a x) = a phi(x) for a > 0: chi does not depend on q
+
+
+def _numpy_activation(activation: str) -> tuple[Callable, Callable]:
+    """``phi`` and ``phi'`` as float -> float callables (through JAX, float64)."""
+    import jax
+    import jax.numpy as jnp
+
+    phi = get_activation(activation)
+    f = jax.jit(lambda x: phi(jnp.asarray(x, jnp.float64)))
+    df = jax.jit(jax.grad(lambda x: phi(jnp.asarray(x, jnp.float64))))
+    return (lambda x: float(f(x))), (lambda x: float(df(x)))
+
+
+def gauss_mean(g: Callable[[float], float], q: float) -> float:
+    """``E[g(sqrt(q) Z)]``, ``Z ~ N(0, 1)``, by adaptive quadrature on each half-line."""
+    if not (math.isfinite(q) and q >= 0):
+        raise ValueError(f"variance q must be a finite number >= 0, got {q!r}")
+    s = math.sqrt(q)
+    dens = 1.0 / math.sqrt(2 * math.pi)
+
+    def h(z: float) -> float:
+        return g(s * z) * dens * math.exp(-0.5 * z * z)
+
+    left = integrate.quad(h, -np.inf, 0.0, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+    right = integrate.quad(h, 0.0, np.inf, epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+    return left + right
+
+
+def _check(w_std: float, b_std: float) -> None:
+    for name, v in (("w_std", w_std), ("b_std", b_std)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise TypeError(f"{name} must be a finite number, got {v!r}")
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+
+
+def variance_map(q: float, activation: str, w_std: float, b_std: float) -> float:
+    """``F(q) = sigma_w^2 E[phi(sqrt(q) Z)^2] + sigma_b^2``."""
+    _check(w_std, b_std)
+    phi, _ = _numpy_activation(activation)
+    return w_std**2 * gauss_mean(lambda u: phi(u) ** 2, q) + b_std**2
+
+
+def q_star(activation: str, w_std: float, b_std: float, *, q_max: float = 1e8) -> float:
+    """The stable fixed point ``q* = F(q*)`` of the variance map.
+
+    Found by bracketing ``F(q) - q`` (doubling the upper end) and Brent's method. With
+    ``sigma_b = 0`` and ``phi(0) = 0``, ``q = 0`` is a fixed point; it is the one returned
+    when no positive fixed point exists. Raises ``ValueError`` when the variance diverges
+    (``F(q) > q`` up to ``q_max``: e.g. ReLU with ``sigma_w^2 > 2``, or ``= 2`` with
+    ``sigma_b > 0``), or for a positively homogeneous activation on its critical line, where
+    every ``q`` is fixed.
+    """
+    _check(w_std, b_std)
+    phi, _ = _numpy_activation(activation)
+
+    def g(q: float) -> float:
+        return w_std**2 * gauss_mean(lambda u: phi(u) ** 2, q) + b_std**2 - q
+
+    if (
+        activation in HOMOGENEOUS
+        and b_std == 0
+        and math.isclose(w_std**2 * gauss_mean(lambda u: phi(u) ** 2, 1.0), 1.0, rel_tol=1e-12)
+    ):
+        raise ValueError(
+            f"every q is a fixed point of {activation} at sigma_w = {w_std}, sigma_b = 0"
+        )
+    hi = max(1.0, 2.0 * b_std**2)
+    while g(hi) > 0:
+        hi *= 2.0
+        if hi > q_max:
+            raise ValueError(
+                f"the variance of {activation} at sigma_w = {w_std}, sigma_b = {b_std} diverges "
+                "with depth: no fixed point q*"
+            )
+    lo = b_std**2 if b_std > 0 else 1e-12 * hi
+    if g(lo) <= 0:  # sigma_b = 0 and the zero fixed point attracts
+        return 0.0
+    return float(optimize.brentq(g, lo, hi, xtol=1e-14, rtol=1e-13))
+
+
+def chi(activation: str, w_std: float, b_std: float, q: float | None = None) -> float:
+    """``chi = sigma_w^2 E[phi'(sqrt(q) Z)^2]`` at ``q`` (default: ``q*``)."""
+    _check(w_std, b_std)
+    _, dphi = _numpy_activation(activation)
+    q = q_star(activation, w_std, b_std) if q is None else q
+    return w_std**2 * gauss_mean(lambda u: dphi(u) ** 2, q)
+
+
+def correlation_map(c: float, activation: str, w_std: float, b_std: float) -> float:
+    """``f(c) = (sigma_w^2 E[phi(u) phi(v)] + sigma_b^2) / q*`` at correlation ``c``.
+
+    ``u = sqrt(q*) z1``, ``v = sqrt(q*) (c z1 + sqrt(1 - c^2) z2)``: closed forms where
+    :mod:`ntklib.kernel_maps` has them, else nested adaptive quadrature with the inner
+    integral split where ``v = 0`` (a kink there would spoil a fixed Gauss-Hermite rule).
+    """
+    from ntklib.kernel_maps import CLOSED_FORMS, kernel_map
+
+    if not -1.0 <= c <= 1.0:
+        raise ValueError(f"c must be a correlation in [-1, 1], got {c}")
+    q = q_star(activation, w_std, b_std)
+    if activation in CLOSED_FORMS:
+        import jax.numpy as jnp
+
+        v, _ = kernel_map(activation)(jnp.asarray(c * q), jnp.asarray(q), jnp.asarray(q))
+        ev = float(v)
+    else:
+        phi, _ = _numpy_activation(activation)
+        r, s = math.sqrt(q), math.sqrt(max(0.0, 1.0 - c * c))
+        dens = 1.0 / math.sqrt(2 * math.pi)
+
+        def inner(z1: float) -> float:
+            if s == 0.0:
+                return phi(r * c * z1)
+            kink = -c * z1 / s
+
+            def h(z2: float) -> float:
+                return phi(r * (c * z1 + s * z2)) * dens * math.exp(-0.5 * z2 * z2)
+
+            kw = dict(epsabs=1e-12, epsrel=1e-10, limit=200)
+            lo, hi = sorted((kink, 0.0))  # the kink, and the peak of the Gaussian weight
+            return (
+                integrate.quad(h, -np.inf, lo, **kw)[0]
+                + (integrate.quad(h, lo, hi, **kw)[0] if hi > lo else 0.0)
+                + integrate.quad(h, hi, np.inf, **kw)[0]
+            )
+
+        ev = gauss_mean(lambda u: phi(u) * inner(u / r), q) if r > 0 else phi(0.0) ** 2
+    return float((w_std**2 * ev + b_std**2) / q)
+
+
+def eoc_w_std(
+    activation: str, b_std: float, *, bracket: tuple[float, float] = (0.05, 10.0)
+) -> float:
+    """``sigma_w`` on the Edge of Chaos for this ``sigma_b``: the root of ``chi = 1``.
+
+    ``chi`` is evaluated at the fixed point ``q*(sigma_w, sigma_b)`` of the variance map. For a
+    positively homogeneous activation (ReLU) ``chi = sigma_w^2 E[phi'(Z)^2]`` for every ``q``
+    and the EOC is the single point ``sigma_b = 0``, ``sigma_w = 1 / sqrt(E[phi'(Z)^2])``
+    (``sqrt 2`` for ReLU): with ``sigma_b > 0`` the variance diverges there. With
+    ``sigma_b = 0`` and ``phi(0) = 0`` (tanh, erf), ``q* = 0`` on the ordered side and the EOC
+    is ``sigma_w = 1 / |phi'(0)|``. Raises
+    ``ValueError`` when there is no root in ``bracket``.
+    """
+    _check(1.0, b_std)
+    if activation in HOMOGENEOUS:
+        if b_std > 0:
+            raise ValueError(
+                f"{activation} has no Edge of Chaos at sigma_b = {b_std} > 0: at chi = 1 the "
+                "variance grows without bound; its EOC is the point sigma_b = 0"
+            )
+        _, dphi = _numpy_activation(activation)
+        return 1.0 / math.sqrt(gauss_mean(lambda u: dphi(u) ** 2, 1.0))
+
+    phi, dphi = _numpy_activation(activation)
+    if b_std == 0 and phi(0.0) == 0.0 and dphi(0.0) != 0.0:
+        # q* = 0 on the ordered side, where chi = sigma_w^2 phi'(0)^2
+        return 1.0 / abs(dphi(0.0))
+
+    def g(w: float) -> float:
+        return chi(activation, w, b_std) - 1.0
+
+    lo, hi = bracket
+    try:
+        glo = g(lo)
+        while True:  # shrink the upper end until the variance has a fixed point there
+            try:
+                ghi = g(hi)
+                break
+            except ValueError:
+                hi *= 0.9
+                if hi <= lo:
+                    raise
+    except ValueError as e:
+        raise ValueError(f"no Edge of Chaos for {activation} at sigma_b = {b_std}: {e}") from None
+    if glo * ghi > 0:
+        raise ValueError(
+            f"no Edge of Chaos for {activation} at sigma_b = {b_std} in sigma_w in {bracket}"
+        )
+    return float(optimize.brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
