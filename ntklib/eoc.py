@@ -36,14 +36,31 @@ HOMOGENEOUS = ("relu", "identity")  # phi(a x) = a phi(x) for a > 0: chi does no
 
 
 def _numpy_activation(activation: str) -> tuple[Callable, Callable]:
-    """``phi`` and ``phi'`` as float -> float callables (through JAX, float64)."""
+    """``phi`` and ``phi'`` as float -> float callables, evaluated by JAX in float64 whatever
+    the caller's ``jax_enable_x64`` setting."""
     import jax
     import jax.numpy as jnp
 
+    def enable_x64():
+        if hasattr(jax, "enable_x64"):  # JAX >= 0.7: the config state is a context manager
+            return jax.enable_x64(True)
+        from jax.experimental import enable_x64 as ctx  # older JAX
+
+        return ctx()
+
     phi = get_activation(activation)
-    f = jax.jit(lambda x: phi(jnp.asarray(x, jnp.float64)))
-    df = jax.jit(jax.grad(lambda x: phi(jnp.asarray(x, jnp.float64))))
-    return (lambda x: float(f(x))), (lambda x: float(df(x)))
+    with enable_x64():
+        f = jax.jit(lambda x: phi(jnp.asarray(x, jnp.float64)))
+        df = jax.jit(jax.grad(lambda x: phi(jnp.asarray(x, jnp.float64))))
+
+    def call(fn):
+        def run(x: float) -> float:
+            with enable_x64():
+                return float(fn(x))
+
+        return run
+
+    return call(f), call(df)
 
 
 def gauss_mean(g: Callable[[float], float], q: float) -> float:

@@ -70,3 +70,23 @@ def test_edge_of_chaos_at_zero_bias():
 def test_bad_input(call):
     with pytest.raises((ValueError, TypeError)):
         call()
+
+
+def test_float64_whatever_the_callers_jax_setting():
+    """The conftest enables x64; a caller without it gets the same digits and keeps float32."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax; from ntklib import eoc; "
+        "print(repr(eoc.variance_map(0.3, 'erf', 1.3, 0.2)), jax.config.jax_enable_x64)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+    ).stdout.split()
+    assert float(out[0]) == pytest.approx(eoc.variance_map(0.3, "erf", 1.3, 0.2), rel=1e-14)
+    assert out[1] == "False"
