@@ -262,13 +262,18 @@ def layer_moment(n: int, k: int) -> float:
     ``E[(chi^2_b)^k] = b (b + 2) ... (b + 2k - 2)``; ``layer_moment(n, 2) = 1 + 5/n``.
     """
     b = np.arange(n + 1, dtype=float)
-    logp = np.array(
-        [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(n + 1)]
-    ) - n * math.log(2.0)
     mom = np.ones_like(b)
     for i in range(k):
         mom = mom * (b + 2 * i)
-    return float(np.sum(np.exp(logp) * mom) * (2.0 / n) ** k)
+    return float(np.sum(_active_units_pmf(n) * mom) * (2.0 / n) ** k)
+
+
+def _active_units_pmf(n: int) -> np.ndarray:
+    """``P(k = 0..n)`` for the number of active units of a layer, ``k ~ Binomial(n, 1/2)``."""
+    logc = np.array(
+        [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(n + 1)]
+    )
+    return np.exp(logc - n * math.log(2.0))
 
 
 def forward_moment(widths: Sequence[int], k: int) -> float:
@@ -333,10 +338,7 @@ def _automaton() -> np.ndarray:
 def _layer_operators(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-layer transfer operators for the first moment (4, 4) and second moment (4,4,4,4)."""
     k = np.arange(n + 1, dtype=float)
-    logc = np.array(
-        [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in range(n + 1)]
-    )
-    p = np.exp(logc - n * math.log(2.0))  # k ~ Binomial(n, 1/2)
+    p = _active_units_pmf(n)
     on = (k >= 1).astype(float)
     km1 = np.maximum(k - 1, 0.0)
     # conditional on k: c ~ chi^2_k and e ~ chi^2_{k-1} independent
