@@ -309,6 +309,33 @@ def paper_second_moment(depth: int, widths: Sequence[int], in_dim: int, x_norm2:
     return float((depth**2 * a**2 + cross + bias) * np.exp(5 * b))
 
 
+def paper_step_expression(in_dim: int, widths: Sequence[int], x_norm2: float) -> float:
+    """The expression of the paper's Theorem 2 for ``E[Delta K(x, x)] / lambda``:
+
+        [ |x|^4/n_0^2 sum_{i1<i2} sum_{l=i1}^{i2-1} (1/n_l) e^{-5/n_l - 6 sum_{i=i1}^{l} 1/n_i}
+        + |x|^2/n_0 sum_{i1<i2} e^{-5 sum_{i<=i1} 1/n_i}
+                      sum_{l=i1}^{i2-1} (1/n_l) e^{-6 sum_{i=i1+1}^{l-1} 1/n_i} ] e^{5 beta},
+
+    ``1 <= i1 < i2 <= d`` (so ``l`` runs over hidden layers). The theorem bounds the mean
+    first-order SGD update (one step on ``(f(x) - y)^2 / 2``, batch ``{x}``) above and below
+    by universal constants times this, up to a factor ``1 + O(sum_j 1/n_j^2)``; for equal
+    widths and small ``beta`` it is ``(r^2 + r) d (d^2 - 1) / (6 n)``, ``r = |x|^2 / n_0``.
+    """
+    widths = _validate(in_dim, widths)
+    d = len(widths) + 1
+    inv = 1.0 / np.asarray(widths, float)  # inv[l - 1] = 1 / n_l
+    cum = np.concatenate([[0.0], np.cumsum(inv)])  # cum[k] = sum_{i <= k} 1 / n_i
+    r = x_norm2 / in_dim
+    weights = cross = 0.0
+    for i1 in range(1, d):
+        for l in range(i1, d):  # every i2 in (l, d] sees this l: d - l of them
+            mult = d - l
+            weights += mult * inv[l - 1] * np.exp(-5 * inv[l - 1] - 6 * (cum[l] - cum[i1 - 1]))
+            mixed = cum[l - 1] - cum[i1] if l - 1 > i1 else 0.0  # sum_{i=i1+1}^{l-1}
+            cross += mult * np.exp(-5 * cum[i1]) * inv[l - 1] * np.exp(-6 * mixed)
+    return float((r * r * weights + r * cross) * np.exp(5 * cum[-1]))
+
+
 # ---------------------------------------------------------------- exact second moment
 #
 # Unrolling the chain of :func:`_one_network`, with per-layer letters

@@ -186,6 +186,66 @@ def test_paper_second_moment_by_hand():
         F.paper_second_moment(3, (n,), IN_DIM, X2)
 
 
+def test_paper_step_expression_by_hand():
+    """Thm. 2's expression. d = 2 (i1 = 1, i2 = 2, l = 1): (r^2 e^{-6/n} + r) / n, where the
+    e^{5 beta} cancels the e^{-5/n} of both terms; equal widths, beta -> 0: the double sum
+    counts sum_{i1 < i2} (i2 - i1) = d (d^2 - 1) / 6 terms 1/n."""
+    r = X2 / IN_DIM
+    for n in (3, 8, 50):
+        want = (r * r * np.exp(-6 / n) + r) / n
+        assert F.paper_step_expression(IN_DIM, (n,), X2) == pytest.approx(want, rel=1e-13)
+    n, d = 10**7, 6
+    got = F.paper_step_expression(IN_DIM, (n,) * (d - 1), X2) * n
+    assert got == pytest.approx((r * r + r) * d * (d * d - 1) / 6, rel=1e-4)
+    # one hidden layer more always adds positive terms
+    assert F.paper_step_expression(IN_DIM, (8, 8, 8), X2) > F.paper_step_expression(
+        IN_DIM, (8, 8), X2
+    )
+    with pytest.raises(ValueError):
+        F.paper_step_expression(IN_DIM, (), X2)
+
+
+def test_literal_paper_network_has_one_more_half_in_the_bias_part():
+    """The network of the paper's eq. (3) read literally (hidden weights sqrt(2/n) W, output
+    weights sqrt(1/n) W, W ~ N(0, 1), biases added unscaled) has the same E[K_w] = d |x|^2/n_0
+    but E[K_b] = (d + 1)/2: the output bias contributes 1, each hidden layer 1/2. The
+    chapter's network (ntklib.finite.he_net) has E[K_b] = d/2, the value Thm. 1 states."""
+    widths, n_nets = (12, 12), 20000
+    dims = (IN_DIM, *widths, 1)
+    d = len(dims) - 1
+
+    def one(key):
+        ws = [
+            jax.random.normal(k, (dims[i + 1], dims[i]), jnp.float64)
+            for i, k in enumerate(jax.random.split(key, d))
+        ]
+        bs = [jnp.zeros(dims[i + 1], jnp.float64) for i in range(d)]
+
+        def f(ws, bs):
+            a = X[0].astype(jnp.float64)
+            for i in range(d):
+                c = (2.0 if i < d - 1 else 1.0) / dims[i]
+                h = jnp.sqrt(c) * ws[i] @ a + bs[i]
+                a = jax.nn.relu(h) if i < d - 1 else h
+            return a[0]
+
+        gw, gb = jax.grad(f, argnums=(0, 1))(ws, bs)
+        return sum(jnp.sum(g**2) for g in gw), sum(jnp.sum(g**2) for g in gb)
+
+    with jax.enable_x64(True) if hasattr(jax, "enable_x64") else _x64():
+        kw, kb = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(5), n_nets))
+        kw, kb = np.asarray(kw), np.asarray(kb)
+    for v, want in ((kw, d * X2 / IN_DIM), (kb, (d + 1) / 2)):
+        assert abs(v.mean() - want) < 4 * v.std() / np.sqrt(n_nets)
+    assert abs(kb.mean() - d / 2) > 10 * kb.std() / np.sqrt(n_nets)  # not Thm. 1's d/2
+
+
+def _x64():
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
 def test_networks_needed_grows_with_beta():
     few = F.networks_needed((50,) * 5, 0.1)
     many = F.networks_needed((50,) * 20, 0.1)
