@@ -1,6 +1,6 @@
 """ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
 
-from ntklib import eoc, finite
+from ntklib import depth, eoc, finite
 from ntklib.activations import ACTIVATIONS, get_activation
 from ntklib.empirical import (
     layer_signals,
@@ -43,6 +43,7 @@ __all__ = [
     "mean_and_se",
     "moment_ratio",
     "bootstrap_ci",
+    "depth",
     "eoc",
     "finite",
     "gradient_descent",

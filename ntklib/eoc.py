@@ -35,19 +35,41 @@ from ntklib.activations import get_activation
 HOMOGENEOUS = ("relu", "identity")  # phi(a x) = a phi(x) for a > 0: chi does not depend on q
 
 
+def _x64():
+    """A context in which JAX computes in float64, whatever the caller's setting."""
+    import jax
+
+    if hasattr(jax, "enable_x64"):  # JAX >= 0.7: the config state is a context manager
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64 as ctx  # older JAX
+
+    return ctx()
+
+
+_SQRT_PI = math.sqrt(math.pi)
+
+# Plain-float versions of the activations with elementary formulas: adaptive quadrature calls
+# them thousands of times, and a jitted JAX call costs ~100 times more per point. Each is
+# tested against its JAX definition in tests/test_eoc.py.
+_SCALAR: dict[str, tuple[Callable[[float], float], Callable[[float], float]]] = {
+    "relu": (lambda x: x if x > 0 else 0.0, lambda x: 1.0 if x > 0 else 0.0),
+    "identity": (lambda x: x, lambda x: 1.0),
+    "tanh": (math.tanh, lambda x: 1.0 / math.cosh(x) ** 2 if abs(x) < 350 else 0.0),
+    "erf": (math.erf, lambda x: 2.0 / _SQRT_PI * math.exp(-x * x)),
+    "elu": (lambda x: x if x > 0 else math.expm1(x), lambda x: 1.0 if x > 0 else math.exp(x)),
+}
+
+
 def _numpy_activation(activation: str) -> tuple[Callable, Callable]:
-    """``phi`` and ``phi'`` as float -> float callables, evaluated by JAX in float64 whatever
-    the caller's ``jax_enable_x64`` setting."""
+    """``phi`` and ``phi'`` as float -> float callables: elementary formulas where ntklib has
+    them, else JAX evaluated in float64 whatever the caller's ``jax_enable_x64`` setting."""
+    get_activation(activation)  # unknown names raise here
+    if activation in _SCALAR:
+        return _SCALAR[activation]
     import jax
     import jax.numpy as jnp
 
-    def enable_x64():
-        if hasattr(jax, "enable_x64"):  # JAX >= 0.7: the config state is a context manager
-            return jax.enable_x64(True)
-        from jax.experimental import enable_x64 as ctx  # older JAX
-
-        return ctx()
-
+    enable_x64 = _x64
     phi = get_activation(activation)
     with enable_x64():
         f = jax.jit(lambda x: phi(jnp.asarray(x, jnp.float64)))

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+import ntklib as nl
 from ntklib import eoc
 
 
@@ -90,3 +91,17 @@ def test_float64_whatever_the_callers_jax_setting():
     ).stdout.split()
     assert float(out[0]) == pytest.approx(eoc.variance_map(0.3, "erf", 1.3, 0.2), rel=1e-14)
     assert out[1] == "False"
+
+
+@pytest.mark.parametrize("name", ["relu", "identity", "tanh", "erf", "elu"])
+def test_scalar_activations_match_jax(name):
+    import jax
+    import jax.numpy as jnp
+
+    phi, dphi = eoc._SCALAR[name]
+    f = nl.get_activation(name)
+    with eoc._x64():
+        for x in (-3.7, -0.4, 0.3, 2.9):
+            xs = jnp.asarray(x, jnp.float64)
+            assert phi(x) == pytest.approx(float(f(xs)), rel=1e-14, abs=1e-15)
+            assert dphi(x) == pytest.approx(float(jax.grad(f)(xs)), rel=1e-13, abs=1e-15)

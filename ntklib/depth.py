@@ -1,0 +1,262 @@
+"""The infinite-width NTK at large depth (Hayou, Doucet & Rousseau 2019).
+
+Three things a chapter on depth needs beyond :func:`ntklib.infinite.kernels`:
+
+* :func:`resnet_kernels`, the infinite-width NNGP and NTK of the residual network of the
+  paper's eq. (11), ``y^l = y^{l-1} + (sigma_w / sqrt n) W^l phi(y^{l-1}) + sigma_b b^l``
+  (NTK parameterization), by a ``lax.scan`` over layers;
+* the large-depth limits and rates that the chapter derives from the recursions and checks
+  against them (:func:`eoc_limit`, :func:`ordered_rate`, :func:`chaotic_rate`);
+* Gram-matrix diagnostics (:func:`correlation`, :func:`gram_spectrum`).
+
+Derivations (the chapter gives them in full). Take inputs with ``q^1 = q*`` so that every
+layer has variance ``q*`` and write ``c_l`` for the correlation of two inputs, ``f`` for the
+correlation map and ``chi = f'(1)`` (:mod:`ntklib.eoc`). Then ``Theta^{l+1} = q* c_{l+1} +
+f'(c_l) Theta^l``, because ``sigma_w^2 Vd = f'`` at variance ``q*``.
+
+* Ordered phase (``chi < 1``): ``Theta^L -> q* / (1 - chi)`` for every pair. ``1 - c_l``
+  decays like ``chi^l``; for a smooth ``phi``, ``f'(c_l) - chi = O(1 - c_l)`` forces the
+  linear recursion at its own rate, so ``Theta^L - Theta^inf ~ L chi^L`` (rate
+  ``log chi``); for a ReLU-like ``phi``, ``f'(c) - chi ~ sqrt(1 - c)``, so the deviation decays
+  like ``chi^{L/2}`` (rate ``log(chi) / 2``).
+* Chaotic phase (``chi > 1``): the diagonal grows like ``chi^L``, the off-diagonal converges
+  (``c_l -> c* < 1``, ``f'(c*) < 1``), so the NTK correlation goes to 0 like ``chi^{-L}``.
+* Edge of Chaos (``chi = 1``): with ``delta = 1 - c``, ``f(1 - delta) = 1 - delta + a delta^2
+  - b delta^3`` for a smooth ``phi`` (``a = f''(1)/2``, ``b = f'''(1)/6``) and
+  ``1 - delta + k delta^{3/2}`` for ReLU. Solving ``1/delta_l`` (resp. ``delta_l^{-1/2}``) to
+  second order and inserting it in the NTK recursion gives
+
+      Theta^L(x, x') / L = lambda q* + alpha (log L) / L + O(1 / L),
+      ReLU:   lambda = 1/4,  alpha = 3 q* / 8,
+      smooth: lambda = 1/3,  alpha = (q* / 3) (1 - b / a^2),
+
+  with ``f^{(k)}(1) = sigma_w^2 q*^{k-1} E[phi^{(k)}(sqrt(q*) Z)^2]``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntklib import eoc
+from ntklib.kernel_maps import kernel_map
+
+RELU_LIKE = ("relu",)  # activations treated as piecewise linear in the rates below
+
+
+HOMOGENEOUS = ("relu", "identity")  # V(t Sigma) = t V(Sigma), Vd(t Sigma) = Vd(Sigma), t > 0
+
+
+class ResNetKernels(NamedTuple):
+    """``nngp``, ``ntk`` divided by ``exp(log_scale)`` (the kernels of a deep ReLU ResNet
+    overflow float64 after a few hundred layers; their ratios do not)."""
+
+    nngp: jax.Array
+    ntk: jax.Array
+    log_scale: jax.Array
+
+
+@partial(jax.jit, static_argnames=("depth", "activation", "method", "n_quad", "all_layers"))
+def resnet_kernels(
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    depth: int,
+    activation: str = "relu",
+    w_std: float = 1.0,
+    b_std: float = 0.0,
+    method: str = "auto",
+    n_quad: int = 64,
+    all_layers: bool = False,
+) -> ResNetKernels:
+    """Infinite-width NNGP and NTK of one coordinate of ``y^depth`` of the residual network
+
+        y^1 = (w / sqrt n_0) W^1 x + b b^1,
+        y^l = y^{l-1} + (w / sqrt n) W^l phi(y^{l-1}) + b b^l,      l = 2..depth,
+
+    (Hayou et al. 2019, eq. (11), in NTK parameterization). The residual branch is
+    independent of ``y^{l-1}``, so
+
+        Sigma^l = Sigma^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
+        Theta^l = (1 + w^2 Vd(Sigma^{l-1})) Theta^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
+
+    ``Sigma^1 = Theta^1 = w^2 <x, x'> / n_0 + b^2``. ``all_layers=True`` stacks ``l = 1..depth``.
+    For a positively homogeneous activation (ReLU) every layer divides the kernels by their
+    mean diagonal NNGP entry and adds its log to ``log_scale`` (exact: the maps commute with
+    the scaling); other activations keep ``log_scale = 0``, and their kernels grow without
+    bound. Float64.
+    """
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    kmap = kernel_map(activation, method, n_quad)
+    rescale = activation in HOMOGENEOUS
+    symmetric = x2 is None
+    x2 = x1 if symmetric else x2
+    n0 = x1.shape[-1]
+    w2, b2 = jnp.square(w_std), jnp.square(b_std)
+    s12 = w2 * (x1 @ x2.T) / n0 + b2
+    q1 = (w2 * jnp.sum(x1**2, -1) / n0 + b2)[:, None]
+    q2 = (w2 * jnp.sum(x2**2, -1) / n0 + b2)[None, :]
+    if symmetric:
+        s12 = s12.at[jnp.diag_indices(s12.shape[0])].set(q1[:, 0])
+        q2 = q1.T
+
+    def step(carry, _):
+        s12, q1, q2, t12, logs = carry
+        b2_here = b2 * jnp.exp(-logs)  # the bias variance in the current units
+        v, vd = kmap(s12, q1, q2)
+        s_new = s12 + w2 * v + b2_here
+        t_new = (1.0 + w2 * vd) * t12 + w2 * v + b2_here
+        q1_new = q1 + w2 * kmap(q1, q1, q1)[0] + b2_here
+        q2_new = q2 + w2 * kmap(q2, q2, q2)[0] + b2_here
+        m = jnp.mean(q1_new) if rescale else jnp.ones((), s12.dtype)
+        new = (s_new / m, q1_new / m, q2_new / m, t_new / m, logs + jnp.log(m))
+        return new, (new[0], new[3], new[4])
+
+    init = (s12, q1, q2, s12, jnp.zeros((), s12.dtype))
+    (s_out, _, _, t_out, l_out), (s_all, t_all, l_all) = jax.lax.scan(
+        step, init, None, length=depth - 1
+    )
+    if all_layers:
+        return ResNetKernels(
+            jnp.concatenate([s12[None], s_all]),
+            jnp.concatenate([s12[None], t_all]),
+            jnp.concatenate([jnp.zeros((1,), l_all.dtype), l_all]),
+        )
+    return ResNetKernels(s_out, t_out, l_out)
+
+
+def correlation(k: jax.Array) -> jax.Array:
+    """``K_ij / sqrt(K_ii K_jj)`` for a Gram matrix (or a stack of them, shape (..., B, B))."""
+    d = jnp.sqrt(jnp.diagonal(k, axis1=-2, axis2=-1))
+    return k / (d[..., :, None] * d[..., None, :])
+
+
+def gram_spectrum(k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(lambda_min, lambda_max, condition number)`` of symmetric Gram matrices (..., B, B),
+    the eigenvalues divided by the mean diagonal entry (scale free; float64 advised: at large
+    depth in the ordered phase ``lambda_min`` sinks to the rounding level)."""
+    ev = jnp.linalg.eigvalsh(k)
+    scale = jnp.mean(jnp.diagonal(k, axis1=-2, axis2=-1), axis=-1)
+    lo, hi = ev[..., 0] / scale, ev[..., -1] / scale
+    return lo, hi, hi / lo
+
+
+def inputs_at_q(n_points: int, in_dim: int, q: float, w_std: float, b_std: float) -> jax.Array:
+    """``n_points`` inputs on a great half-circle of the sphere whose first-layer variance
+    ``w^2 |x|^2 / n_0 + b^2`` equals ``q`` (so every layer sits at the fixed point ``q*``);
+    angles ``pi k / n_points``, so the pairs span correlations from 1 to about -1."""
+    if not (
+        isinstance(n_points, int) and n_points >= 2 and isinstance(in_dim, int) and in_dim >= 2
+    ):
+        raise ValueError("need n_points >= 2 and in_dim >= 2 (ints)")
+    if not q > b_std**2:
+        raise ValueError(f"q = {q!r} must exceed sigma_b^2 = {b_std**2!r}")
+    th = np.pi * np.arange(n_points) / n_points
+    x = np.zeros((n_points, in_dim))
+    x[:, 0], x[:, 1] = np.cos(th), np.sin(th)
+    return jnp.asarray(x * math.sqrt((q - b_std**2) * in_dim / w_std**2))
+
+
+def _map_derivative_at_one(activation: str, w_std: float, b_std: float, k: int, q: float) -> float:
+    """``f^{(k)}(1) = sigma_w^2 q^{k-1} E[phi^{(k)}(sqrt(q) Z)^2]`` (the k-th derivative of
+    the correlation map at 1)."""
+    from ntklib.activations import get_activation
+
+    phi = get_activation(activation)
+    g = phi
+    for _ in range(k):
+        g = jax.grad(g)
+    with eoc._x64():
+        gk = jax.jit(lambda x: g(jnp.asarray(x, jnp.float64)))
+
+        def sq(x: float) -> float:
+            with eoc._x64():
+                return float(gk(x)) ** 2
+
+        return w_std**2 * q ** (k - 1) * eoc.gauss_mean(sq, q)
+
+
+def eoc_limit(activation: str, w_std: float, b_std: float) -> dict[str, float]:
+    """On the Edge of Chaos: ``q*``, the limit ``lambda`` of the NTK correlation and the
+    coefficient ``alpha`` of ``Theta^L(x, x') / L = lambda q* + alpha log(L) / L + O(1/L)``
+    (module docstring). ReLU: only ``(sigma_b, sigma_w) = (0, sqrt 2)``, where ``q* = q^1``
+    is whatever the input gives; ``q* = 1`` is returned (the kernel scales with it)."""
+    if activation in RELU_LIKE:
+        if b_std != 0.0 or not math.isclose(w_std, math.sqrt(2.0), rel_tol=1e-12):
+            raise ValueError("the ReLU Edge of Chaos is (sigma_b, sigma_w) = (0, sqrt 2)")
+        return {"q": 1.0, "lambda": 0.25, "alpha": 3.0 / 8.0}
+    chi = eoc.chi(activation, w_std, b_std)
+    if abs(chi - 1.0) > 1e-8:
+        raise ValueError(
+            f"({b_std}, {w_std}) is not on the Edge of Chaos of {activation}: chi = {chi}"
+        )
+    q = eoc.q_star(activation, w_std, b_std)
+    a = _map_derivative_at_one(activation, w_std, b_std, 2, q) / 2
+    b = _map_derivative_at_one(activation, w_std, b_std, 3, q) / 6
+    return {"q": q, "lambda": 1.0 / 3.0, "alpha": q / 3.0 * (1.0 - b / a**2), "a": a, "b": b}
+
+
+def ordered_rate(activation: str, w_std: float, b_std: float) -> float:
+    """Predicted exponential rate (per layer, negative) of ``Theta^L - q*/(1 - chi)`` in the
+    ordered phase: ``log(chi) / 2`` for ReLU-like activations, ``log chi`` (times a factor
+    ``L``) for smooth ones."""
+    chi = eoc.chi(activation, w_std, b_std)
+    if not chi < 1.0:
+        raise ValueError(f"chi = {chi} >= 1: not in the ordered phase")
+    return math.log(chi) / (2.0 if activation in RELU_LIKE else 1.0)
+
+
+def chaotic_rate(activation: str, w_std: float, b_std: float) -> float:
+    """Predicted rate (negative) at which the NTK correlation of two distinct inputs goes to
+    0 in the chaotic phase: ``-log chi``."""
+    chi = eoc.chi(activation, w_std, b_std)
+    if not chi > 1.0:
+        raise ValueError(f"chi = {chi} <= 1: not in the chaotic phase")
+    return -math.log(chi)
+
+
+def fit_log_coefficient(
+    layers: np.ndarray, y: np.ndarray, *, l_min: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coefficient ``alpha`` of ``y_L = alpha log L + beta + gamma log(L)/L + eps/L
+    (+ zeta log(L)^2/L)``, fitted by least squares over ``L >= l_min`` for each column of ``y``
+    (shape (len(layers), m)). Returns ``(alpha with five terms, alpha with four terms)``: their
+    difference is the size of what the truncated expansion leaves in ``alpha``. ``y`` is
+    ``L`` times the deviation of a normalized kernel from its limit (``log L / L`` rates)."""
+    ls = np.asarray(layers, float)
+    sel = ls >= l_min
+    if sel.sum() < 10:
+        raise ValueError(f"need at least 10 layers >= l_min = {l_min}, got {int(sel.sum())}")
+    l = ls[sel]
+    cols = [np.log(l), np.ones_like(l), np.log(l) / l, 1 / l, np.log(l) ** 2 / l]
+    yy = np.asarray(y, float)[sel]
+    a5 = np.linalg.lstsq(np.stack(cols, 1), yy, rcond=None)[0][0]
+    a4 = np.linalg.lstsq(np.stack(cols[:4], 1), yy, rcond=None)[0][0]
+    return a5, a4
+
+
+def fit_exponential_rate(layers: np.ndarray, dev: np.ndarray, *, linear_prefactor: bool) -> float:
+    """The rate ``r`` of ``|dev_L| = |A L + B| e^{r L}`` (``linear_prefactor``, the smooth
+    ordered phase, where the forcing resonates) or ``|dev_L| = C e^{r L}``, by least squares
+    on ``log |dev|`` over the given layers (one pair of inputs: the sign of ``A L + B`` is
+    fixed there, a maximum over pairs may switch between pairs)."""
+    from scipy import optimize
+
+    ls, y = np.asarray(layers, float), np.log(np.abs(np.asarray(dev, float)))
+    r0, c0 = np.polyfit(ls, y, 1)
+    if not linear_prefactor:
+        return float(r0)
+
+    def resid(p):
+        r, a, b = p
+        return np.log(np.abs(a * ls + b) + 1e-300) + r * ls - y
+
+    a0 = float(np.exp(c0) / ls.mean())
+    fit = optimize.least_squares(resid, x0=[r0, a0, 0.0], xtol=1e-14, ftol=1e-14, gtol=1e-14)
+    return float(fit.x[0])
