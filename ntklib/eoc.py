@@ -25,7 +25,7 @@ deep networks are in :mod:`ntklib.infinite`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import integrate, optimize
@@ -235,6 +235,7 @@ def eoc_w_std(
         return chi(activation, w, b_std) - 1.0
 
     lo, hi = bracket
+    diverges = None  # the smallest sigma_w seen at which the variance diverges
     try:
         glo = g(lo)
         while True:  # shrink the upper end until the variance has a fixed point there
@@ -242,13 +243,41 @@ def eoc_w_std(
                 ghi = g(hi)
                 break
             except ValueError:
+                diverges = hi
                 hi *= 0.9
                 if hi <= lo:
                     raise
     except ValueError as e:
         raise ValueError(f"no Edge of Chaos for {activation} at sigma_b = {b_std}: {e}") from None
+    if glo * ghi > 0 and diverges is not None:
+        # chi may cross 1 only just below the divergence (unbounded activations at large
+        # sigma_b, e.g. ELU): walk towards it by bisection, keeping the valid end
+        valid = hi
+        for _ in range(60):
+            mid = 0.5 * (valid + diverges)
+            try:
+                gm = g(mid)
+            except ValueError:
+                diverges = mid
+                continue
+            valid = mid
+            if gm * glo <= 0:
+                hi, ghi = mid, gm
+                break
     if glo * ghi > 0:
         raise ValueError(
             f"no Edge of Chaos for {activation} at sigma_b = {b_std} in sigma_w in {bracket}"
         )
     return float(optimize.brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
+
+
+def eoc_curve(activation: str, b_stds: Sequence[float]) -> np.ndarray:
+    """:func:`eoc_w_std` at each ``sigma_b``, NaN where the activation has no Edge of Chaos
+    there (ReLU at ``sigma_b > 0``, or any root outside the solver's bracket)."""
+    out = np.full(len(b_stds), np.nan)
+    for i, b in enumerate(b_stds):
+        try:
+            out[i] = eoc_w_std(activation, float(b))
+        except ValueError:
+            pass
+    return out

@@ -105,3 +105,17 @@ def test_scalar_activations_match_jax(name):
             xs = jnp.asarray(x, jnp.float64)
             assert phi(x) == pytest.approx(float(f(xs)), rel=1e-14, abs=1e-15)
             assert dphi(x) == pytest.approx(float(jax.grad(f)(xs)), rel=1e-13, abs=1e-15)
+
+
+def test_eoc_curve_marks_missing_points_nan():
+    curve = eoc.eoc_curve("relu", [0.0, 0.1])  # ReLU: the EOC is the point sigma_b = 0
+    assert curve[0] == pytest.approx(math.sqrt(2.0), rel=1e-12)
+    assert np.isnan(curve[1])
+
+
+def test_eoc_found_just_below_the_variance_divergence():
+    """ELU at sigma_b = 0.95: chi crosses 1 at sigma_w ~ 1.357, just below sqrt 2 where the
+    variance diverges; a coarse shrink of the bracket used to step over it."""
+    w = eoc.eoc_w_std("elu", 0.95)
+    assert 1.3 < w < math.sqrt(2.0)
+    assert eoc.chi("elu", w, 0.95) == pytest.approx(1.0, abs=1e-9)
