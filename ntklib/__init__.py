@@ -1,6 +1,6 @@
 """ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
 
-from ntklib import depth, eoc, finite
+from ntklib import depth, eoc, finite, nth, ode
 from ntklib.activations import ACTIVATIONS, get_activation
 from ntklib.empirical import (
     layer_signals,
@@ -9,14 +9,14 @@ from ntklib.empirical import (
     ntk_gram_jacobian,
     ntk_gram_mc,
 )
-from ntklib.hierarchy import k3, k3_hessian
+from ntklib.hierarchy import hierarchy, k3, k3_hessian, k4, k4_hessian
 from ntklib.infinite import Kernels, kernels
 from ntklib.kernel_maps import kernel_map
 from ntklib.mlp import MLP, apply, forward, init, mlp
 from ntklib.report import check, save_figure
 from ntklib.stats import bootstrap_ci, fit_line, fit_power_law, mean_and_se, moment_ratio
 from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
-from ntklib.train import gradient_descent
+from ntklib.train import gradient_descent, gradient_flow
 
 __version__ = "0.1.0"
 
@@ -47,8 +47,14 @@ __all__ = [
     "eoc",
     "finite",
     "gradient_descent",
+    "gradient_flow",
+    "hierarchy",
     "k3",
     "k3_hessian",
+    "k4",
+    "k4_hessian",
+    "nth",
+    "ode",
     "map_keys",
     "ntk_diagonal_mc",
     "sweep",
