@@ -87,14 +87,16 @@ def hierarchy(
     return _hierarchy(net, params, x, x if x_drive is None else x_drive, order)
 
 
+@partial(jax.jit, static_argnums=0)
 def k3(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """``K3[a, b, c]`` for all inputs in ``x``, shape (B, B, B); symmetric in ``a, b``."""
-    return hierarchy(net, params, x, order=3)[1]
+    return _hierarchy(net, params, x, x, 3)[1]
 
 
+@partial(jax.jit, static_argnums=0)
 def k4(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """``K4[a, b, c, d]`` for all inputs in ``x``, shape (B, B, B, B)."""
-    return hierarchy(net, params, x, order=4)[2]
+    return _hierarchy(net, params, x, x, 4)[2]
 
 
 def _flat(tree) -> jax.Array:
