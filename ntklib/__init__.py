@@ -14,7 +14,14 @@ from ntklib.infinite import Kernels, kernels
 from ntklib.kernel_maps import kernel_map
 from ntklib.mlp import MLP, apply, forward, init, mlp
 from ntklib.report import check, save_figure
-from ntklib.stats import bootstrap_ci, fit_line, fit_power_law, mean_and_se, moment_ratio
+from ntklib.stats import (
+    bootstrap_ci,
+    fit_line,
+    fit_power_law,
+    fit_power_law_samples,
+    mean_and_se,
+    moment_ratio,
+)
 from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
 from ntklib.train import gradient_descent, gradient_flow
 
@@ -40,6 +47,7 @@ __all__ = [
     "save_figure",
     "fit_line",
     "fit_power_law",
+    "fit_power_law_samples",
     "mean_and_se",
     "moment_ratio",
     "bootstrap_ci",

@@ -56,6 +56,25 @@ def fit_power_law(x, y, y_se=None) -> LineFit:
     return fit_line(np.log(np.asarray(x, float)), np.log(y), log_se)
 
 
+def fit_power_law_samples(x, samples) -> LineFit:
+    """Power law through the geometric means of positive samples: ``samples[i]`` at ``x[i]``.
+
+    Fits ``mean_j log samples[i, j] ~ intercept + slope log x[i]`` by :func:`fit_line`, each
+    point weighted by the standard error of its mean log (so the slope's error comes from
+    the spread of the samples, e.g. over random networks). ``samples`` has shape
+    ``(len(x), k)`` with ``k >= 2``; use it when the samples spread over decades, where an
+    arithmetic mean would follow the largest few.
+    """
+    s = np.asarray(samples, float)
+    if s.ndim != 2 or s.shape[0] != np.size(x) or s.shape[1] < 2:
+        raise ValueError(f"samples must have shape (len(x), k >= 2), got {s.shape}")
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError("samples must be positive and finite")
+    logs = np.log(s)
+    mean, se = mean_and_se(logs, axis=1)
+    return fit_line(np.log(np.asarray(x, float)), mean, se)
+
+
 def moment_ratio(samples) -> tuple[float, float]:
     """``E[X^2] / E[X]^2`` from samples, with its delta-method standard error.
 

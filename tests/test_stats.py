@@ -33,3 +33,20 @@ def test_mean_and_se():
         nl.mean_and_se(np.array([1.0]))
     with pytest.raises(ValueError):
         nl.fit_line([1, 2], [1, 2])
+
+
+def test_power_law_through_sample_log_means_is_calibrated_and_refuses_bad_samples():
+    # log-normal samples spread over decades (sd 1.5 in log) around c x^-2: the slope's
+    # error comes from the spread, and |slope + 2| < 2 s.e. about 95 % of the time.
+    rng = np.random.default_rng(2)
+    x = np.array([64, 128, 256, 512, 1024])
+    hits = 0
+    for _ in range(300):
+        s = 5.0 * x[:, None] ** -2.0 * np.exp(1.5 * rng.standard_normal((5, 12)))
+        f = nl.fit_power_law_samples(x, s)
+        hits += abs(f.slope + 2.0) < 2 * f.slope_se
+    assert 0.90 < hits / 300 < 0.99
+    with pytest.raises(ValueError, match="shape"):
+        nl.fit_power_law_samples(x, np.ones((5, 1)))
+    with pytest.raises(ValueError, match="positive"):
+        nl.fit_power_law_samples(x, np.zeros((5, 3)))
