@@ -23,7 +23,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ntklib.hierarchy import hierarchy
+from ntklib.mlp import MLP, Params, apply
 from ntklib.ode import rk4
+from ntklib.train import squared_loss
 
 
 class Trajectory(NamedTuple):
@@ -64,7 +67,7 @@ def _truncated(kernels, f0, y, p, dt, steps, every):
         f, moving = state
         return f, (moving[0] if moving else frozen)
 
-    f, ntk = rk4(rhs, (f0, tuple(kernels[: p - 2])), dt, steps, every, observe)
+    _, (f, ntk) = rk4(rhs, (f0, tuple(kernels[: p - 2])), dt, steps, every, observe)
     return f, ntk
 
 
@@ -102,7 +105,7 @@ def hierarchy_rates(
 
 
 def measured_rates(
-    net, params, x: jax.Array, y: jax.Array, eta: float, order: int = 4
+    net: MLP, params: Params, x: jax.Array, y: jax.Array, eta: float, order: int = 4
 ) -> tuple[jax.Array, ...]:
     """``(f', K^(2)', ..., K^(order-1)')`` by a central difference along the gradient flow.
 
@@ -111,12 +114,9 @@ def measured_rates(
     taken for every ``Q``: the actual rate of change along gradient flow, to ``O(eta^2)``,
     computed without the next kernel of the hierarchy. Compare with :func:`hierarchy_rates`.
     """
-    from ntklib.hierarchy import hierarchy
-    from ntklib.mlp import apply
-
     n = y.shape[0]
     x_train = x[:n]
-    g = jax.grad(lambda p: 0.5 * jnp.sum((apply(net, p, x_train) - y) ** 2) / n)(params)
+    g = jax.grad(lambda p: squared_loss(net, p, x_train, y) / n)(params)
 
     def quantities(sign):
         p = jax.tree_util.tree_map(lambda a, b: a + sign * eta * b, params, g)

@@ -44,8 +44,9 @@ def rk4(
 ) -> PyTree:
     """Integrate ``steps`` RK4 steps of size ``h``; ``observe(y)`` at ``t = 0, every*h, ...``.
 
-    Returns the stacked observations, ``steps // every + 1`` of them (``steps`` must be a
-    multiple of ``every``). Call it inside ``jax.jit`` with ``steps``/``every`` static.
+    Returns ``(y_final, observations)``, the observations stacked, ``steps // every + 1`` of
+    them (``steps`` must be a multiple of ``every``). Call it inside ``jax.jit`` with
+    ``steps``/``every`` static.
     """
     if steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
@@ -54,9 +55,9 @@ def rk4(
         y = jax.lax.fori_loop(0, every, lambda _, z: rk4_step(rhs, z, h), y)
         return y, observe(y)
 
-    _, obs = jax.lax.scan(block, y0, None, length=steps // every)
+    final, obs = jax.lax.scan(block, y0, None, length=steps // every)
     first = observe(y0)
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, obs)
+    return final, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, obs)
 
 
 def rk4_error(coarse: PyTree, fine: PyTree) -> PyTree:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ntklib.empirical import ntk_gram
 from ntklib.mlp import MLP, Params, apply
-from ntklib.ode import rk4_step
+from ntklib.ode import rk4
 
 
 class TrainResult(NamedTuple):
@@ -55,17 +55,11 @@ class FlowResult(NamedTuple):
 @partial(jax.jit, static_argnums=(0, 6, 7))
 def _flow(net, params, x_train, y, x_eval, dt, steps, every):
     n = x_train.shape[0]
-    grad = jax.grad(lambda p: 0.5 * jnp.sum((apply(net, p, x_train) - y) ** 2) / n)
+    grad = jax.grad(lambda p: squared_loss(net, p, x_train, y) / n)
     rhs = lambda p: jax.tree_util.tree_map(jnp.negative, grad(p))  # noqa: E731
     observe = lambda p: (apply(net, p, x_eval), ntk_gram(net, p, x_eval, x_train))  # noqa: E731
-
-    def block(p, _):
-        p = jax.lax.fori_loop(0, every, lambda _, q: rk4_step(rhs, q, dt), p)
-        return p, observe(p)
-
-    final, (f, k) = jax.lax.scan(block, params, None, length=steps // every)
-    f0, k0 = observe(params)
-    return jnp.concatenate([f0[None], f]), jnp.concatenate([k0[None], k]), final
+    final, (f, k) = rk4(rhs, params, dt, steps, every, observe)
+    return f, k, final
 
 
 def gradient_flow(
@@ -86,8 +80,6 @@ def gradient_flow(
     ``Theta_t(x_eval, x_train)`` every ``every`` steps. RK4's error is ``O(dt^4)``: check it
     with :func:`ntklib.ode.rk4_error` on a run at ``dt/2``.
     """
-    if steps % every:
-        raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
     x_eval = x_train if x_eval is None else x_eval
     f, k, final = _flow(net, params, x_train, y, x_eval, dt, steps, every)
     return FlowResult(dt * every * jnp.arange(f.shape[0]), f, k, final)

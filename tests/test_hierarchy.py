@@ -76,10 +76,11 @@ def test_rk4_is_fourth_order_on_a_linear_system():
     y0 = jnp.array([1.0, 0.3])
     exact = np.asarray(scipy.linalg.expm(2.0 * np.asarray(a)) @ np.asarray(y0))
     errs = [
-        float(jnp.abs(rk4(lambda y: a @ y, y0, 2.0 / s, s, s)[-1] - exact).max()) for s in (40, 80)
+        float(jnp.abs(rk4(lambda y: a @ y, y0, 2.0 / s, s, s)[1][-1] - exact).max())
+        for s in (40, 80)
     ]
     assert 14.0 < errs[0] / errs[1] < 18.0
-    coarse, fine = (rk4(lambda y: a @ y, y0, 2.0 / s, s, s)[-1] for s in (40, 80))
+    coarse, fine = (rk4(lambda y: a @ y, y0, 2.0 / s, s, s)[1][-1] for s in (40, 80))
     np.testing.assert_allclose(rk4_error(coarse, fine), errs[1], rtol=0.1)  # Richardson
 
 
