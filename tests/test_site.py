@@ -161,3 +161,14 @@ def test_site_loads_nothing_from_the_internet(site):
         text = page.read_text(errors="replace")
         ext = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', text)
         assert not ext, f"{page.relative_to(html)} loads {ext}"
+
+
+@pytest.mark.slow
+def test_every_page_declares_an_icon_the_site_has(site):
+    """Without ``<link rel="icon">`` a browser requests ``/favicon.ico``, a 404 on this site
+    (Jupyter Book's own root redirect page has none; ``site.write_root_page`` replaces it)."""
+    html, _ = site
+    for page in [p for p in html.rglob("*.html") if "_static" not in p.parts]:
+        icons = re.findall(r'<link rel="icon" href="([^"]+)"', page.read_text(errors="replace"))
+        assert icons, f"{page.relative_to(html)} declares no icon"
+        assert (page.parent / icons[0]).is_file(), f"{page.relative_to(html)}: {icons[0]} missing"

@@ -15,8 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ntklib.book.project import Project
 
@@ -186,9 +189,35 @@ def build_site(project: Project, *, force: bool = False, log=print) -> Path:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise RuntimeError(f"jupyter-book build failed:\n{tail}")
     (html / "checks.json").write_text(json.dumps(checks, indent=2))
+    write_root_page(project, html)
     verify_figures(project, html)
     stamp.write_text(key)
     return html / "index.html"
+
+
+def write_root_page(project: Project, html: Path) -> None:
+    """Replace the one-line redirect Jupyter Book writes as ``index.html`` by a complete page:
+    the same redirect, plus a title, the site's icon (without it browsers request
+    ``/favicon.ico``, which the site does not have) and a link for readers without refresh."""
+    old = (html / "index.html").read_text()
+    m = re.search(r'url=([^"\s]+)', old)
+    if not m:
+        raise RuntimeError(f"unexpected root page from jupyter-book: {old[:200]!r}")
+    target = m.group(1)
+    config = yaml.safe_load((project.root / "_config.yml").read_text())
+    title = html_escape(config["title"])
+    icon = "_static/" + Path(config["html"]["favicon"]).name
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Refresh" content="0; url={target}">\n'
+        f'<link rel="icon" href="{icon}">\n'
+        f"<title>{title}</title>\n</head>\n"
+        f'<body><p><a href="{target}">{title}</a></p></body>\n'
+        "</html>\n"
+    )
+    tmp = html / ".index.html.tmp"
+    tmp.write_text(page)
+    os.replace(tmp, html / "index.html")
 
 
 def verify_figures(project: Project, html: Path) -> None:
