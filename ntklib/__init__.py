@@ -1,6 +1,6 @@
 """ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
 
-from ntklib import depth, eoc, finite, nth, ode
+from ntklib import depth, eoc, finite, narrow, nth, ode
 from ntklib.activations import ACTIVATIONS, get_activation
 from ntklib.empirical import (
     layer_signals,
@@ -23,7 +23,7 @@ from ntklib.stats import (
     moment_ratio,
 )
 from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
-from ntklib.train import gradient_descent, gradient_flow
+from ntklib.train import descend, gradient_descent, gradient_flow, kernel_descent
 
 __version__ = "0.1.0"
 
@@ -54,7 +54,10 @@ __all__ = [
     "depth",
     "eoc",
     "finite",
+    "descend",
     "gradient_descent",
+    "kernel_descent",
+    "narrow",
     "gradient_flow",
     "hierarchy",
     "k3",

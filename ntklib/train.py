@@ -7,8 +7,9 @@ outputs follow ``f_{t+1} - f_t ~ -lr Theta_t (f_t - y)`` (Jacot et al. 2018, eq.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,20 +28,65 @@ def squared_loss(net: MLP, params: Params, x: jax.Array, y: jax.Array) -> jax.Ar
     return 0.5 * jnp.sum((apply(net, params, x) - y) ** 2)
 
 
+class DescentResult(NamedTuple):
+    params: Params
+    loss: jax.Array  # (steps // every + 1,) the loss at steps 0, every, 2 every, ...
+    observed: Any  # observe(params) at the same steps, stacked (None without observe)
+
+
+def _descend(
+    f: Callable[[Params, jax.Array], jax.Array],
+    params: Params,
+    x: jax.Array,
+    y: jax.Array,
+    lr: float,
+    steps: int,
+    every: int = 1,
+    observe: Callable[[Params], Any] | None = None,
+) -> DescentResult:
+    """``steps`` full-batch GD steps on ``1/2 sum (f(params, x) - y)^2`` for any network
+    function ``f`` (hashable: a module-level function or a ``functools.partial`` of one).
+
+    Records the loss (and ``observe(params)``, e.g. test accuracy) every ``every`` steps and
+    after the last; ``steps`` must be a multiple of ``every``. Two nested ``lax.scan``: one
+    compile whatever ``steps`` is.
+    """
+    if every < 1 or steps % every:
+        raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
+    loss_fn = lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2)  # noqa: E731
+    grad = jax.value_and_grad(loss_fn)
+    obs = (lambda p: None) if observe is None else observe
+
+    def step(p, _):
+        g = grad(p)[1]
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+
+    def block(p, _):
+        record = (loss_fn(p), obs(p))
+        p, _ = jax.lax.scan(step, p, None, length=every)
+        return p, record
+
+    final, (losses, seen) = jax.lax.scan(block, params, None, length=steps // every)
+    last = (loss_fn(final), obs(final))
+    cat = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
+    return DescentResult(final, cat(losses, last[0]), jax.tree_util.tree_map(cat, seen, last[1]))
+
+
+descend = jax.jit(_descend, static_argnums=(0, 5, 6, 7))
+descend.__doc__ = _descend.__doc__
+
+
 @partial(jax.jit, static_argnums=(0, 5))
+def _mlp_descent(net, params, x, y, lr, steps):
+    return _descend(partial(apply, net), params, x, y, lr, steps)
+
+
 def gradient_descent(
     net: MLP, params: Params, x: jax.Array, y: jax.Array, lr: float, steps: int
 ) -> TrainResult:
     """``steps`` full-batch GD steps at learning rate ``lr``; returns params and loss curve."""
-    grad = jax.value_and_grad(partial(squared_loss, net))
-
-    def step(p, _):
-        loss, g = grad(p, x, y)
-        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), loss
-
-    final, losses = jax.lax.scan(step, params, None, length=steps)
-    last = squared_loss(net, final, x, y)
-    return TrainResult(final, jnp.concatenate([losses, last[None]]))
+    out = _mlp_descent(net, params, x, y, lr, steps)
+    return TrainResult(out.params, out.loss)
 
 
 class FlowResult(NamedTuple):
@@ -83,3 +129,34 @@ def gradient_flow(
     x_eval = x_train if x_eval is None else x_eval
     f, k, final = _flow(net, params, x_train, y, x_eval, dt, steps, every)
     return FlowResult(dt * every * jnp.arange(f.shape[0]), f, k, final)
+
+
+def kernel_descent(
+    gram: jax.Array,
+    y: jax.Array,
+    lr: float,
+    steps: int,
+    every: int = 1,
+    k_test: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Gradient descent of the kernel (linearized) model from ``f_0 = 0``, in closed form.
+
+    ``f_{t+1} = f_t - lr K (f_t - y)`` on the training inputs (``gram = K``, ``y: (n,)`` or
+    ``(n, k)``) gives ``f_t = K c_t`` with ``c_t = V diag((1 - (1 - lr lambda)^t) / lambda)
+    V^T y`` (``c_t -> lr t V^T y`` where ``lambda -> 0``), and ``k_test c_t`` off the training
+    set. Returns the outputs at ``t = 0, every, ..., steps``: training ``(S, n, ...)`` and, with
+    ``k_test: (m, n)``, test ``(S, m, ...)``. Use float64: the gains of small eigenvalues
+    are differences of numbers near 1.
+    """
+    lam, v = jnp.linalg.eigh(gram)
+    lam = jnp.maximum(lam, jnp.finfo(gram.dtype).tiny)
+    t = jnp.arange(0, steps + 1, every)[:, None]
+    x = lr * lam[None, :]
+    small = x < 1e-3  # 1 - (1 - x)^t without cancellation; x = 1 (lr = 1/lambda_max) exact
+    smooth = -jnp.expm1(t * jnp.log1p(-jnp.where(small, x, 0.0)))
+    gain = jnp.where(small, smooth, 1.0 - jnp.power(1.0 - x, t)) / lam  # (S, n)
+    proj = jnp.einsum("ni,n...->i...", v, y)
+    coef = jnp.einsum("ni,si,i...->sn...", v, gain, proj)
+    f_train = jnp.einsum("mn,sn...->sm...", gram, coef)
+    f_test = None if k_test is None else jnp.einsum("mn,sn...->sm...", k_test, coef)
+    return f_train, f_test

@@ -1,0 +1,363 @@
+"""Deep narrow networks at infinite depth (No, Ryu, Lee & Choi 2022): MLP and CNN.
+
+The construction is read from the authors' public code (``models.py`` of
+``github.com/lthilnklover/deep-narrow-NTK``), since the paper's full text was not reachable
+here; the kernel formulas below are derived from that construction (derivation in the
+chapter ``notebooks/deep_narrow.md``), not quoted from the paper.
+
+**MLP.** Width ``w = d_in + 1 + d_out`` at every hidden layer; ``depth = L`` hidden layers
+(a head ``d_in -> w``, ``L - 1`` body layers ``w -> w``), a linear tail ``w -> d_out``, ReLU
+after every hidden layer, ``h -> W h + b``. The initialization with scale ``C = C_L``:
+
+* head: rows ``0..d_in-1`` are ``C I`` (the *input channels* carry ``C x_+``); row ``d_in``
+  (the *random channel*) has weights ``N(0, sigma^2 / d_in)`` and bias ``N(0, C^2 beta^2)``;
+  rows ``d_in+1..`` (the *output channels*) have weight 0 and bias ``C``;
+* body: ``W = I`` and ``b = 0``, except the random channel's row: weights on the input
+  channels ``N(0, sigma^2/d_in)``, 0 elsewhere, bias ``N(0, C^2 beta^2)``;
+* tail: reads the output channels with ``I``, bias ``-C``.
+
+So at initialization the network computes exactly 0, every hidden layer holds
+``[C x_+, C phi_l(x), C 1]`` with ``phi_l(x) = relu(w_l . x_+ + beta xi_l)`` i.i.d. over
+layers, and only the output channels' rows have a gradient. The NTK (identical for each
+output, zero between outputs) is
+
+    Theta_L(x, x') = <x, x'> + 1 + L (C^2 (<x_+, x'_+> + d_out) + 1)
+                     + a_0(x) a_0(x') + C^2 sum_{l=1}^{L-1} phi_l(x) phi_l(x'),
+
+with ``a_0`` the head's random channel. Divided by ``L C^2`` it tends, as ``L -> inf``, to
+
+    Theta_inf(x, x') = <x_+, x'_+> + d_out + 1/C^2 + kappa(x, x'),
+    kappa = E[relu(u) relu(u')],  Var u = sigma^2 |x_+|^2 / d_in + beta^2,
+    Cov(u, u') = sigma^2 <x_+, x'_+> / d_in + beta^2,
+
+at the Monte Carlo rate: its standard deviation is ``sqrt(L-1) sd(phi phi') / L``.
+
+**CNN** (the same idea with channels): ``c_in + 1 + c_out`` channels, 3x3 ``same`` convolutions,
+identity = the centre tap, the random channel reads the input channels with weights
+``N(0, sigma^2 / (c_in k^2))``, and a global average pool after the tail. The authors' code has
+``c_in = 1`` (and average-pools the image first); ``c_in`` input channels is our
+generalization, identical for ``c_in = 1``.
+
+``init(..., scheme="standard")`` gives the same architecture with He initialization
+(``W ~ N(0, 2/fan_in)``, ``b = 0``; tail ``N(0, 1/fan_in)``), the contrast that does not train.
+
+Everything is float64-safe; a ``lax.scan`` over the body layers keeps compile time flat in L.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ntklib.kernel_maps import relu_map
+
+Params = dict[str, Any]
+Scheme = Literal["narrow", "standard"]
+
+
+def _pos_int(name: str, v: object, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _pos_float(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {v}")
+    return float(v)
+
+
+class NarrowMLP(NamedTuple):
+    """A deep narrow MLP: ``depth`` hidden layers of width ``d_in + 1 + d_out``."""
+
+    d_in: int
+    d_out: int
+    depth: int
+    scale: float  # C_L
+    sigma: float = 1.0
+    beta: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return self.d_in + 1 + self.d_out
+
+
+class NarrowCNN(NamedTuple):
+    """A deep narrow CNN on ``size x size`` images: ``c_in + 1 + c_out`` channels."""
+
+    c_in: int
+    c_out: int
+    depth: int
+    scale: float
+    size: int
+    kernel: int = 3
+    sigma: float = 1.0
+    beta: float = 1.0
+
+    @property
+    def width(self) -> int:
+        return self.c_in + 1 + self.c_out
+
+
+def narrow_mlp(
+    d_in: int, d_out: int, depth: int, scale: float, sigma: float = 1.0, beta: float = 1.0
+) -> NarrowMLP:
+    """Validated :class:`NarrowMLP` (``depth >= 1``, ``scale = C_L > 0``)."""
+    return NarrowMLP(
+        _pos_int("d_in", d_in),
+        _pos_int("d_out", d_out),
+        _pos_int("depth", depth),
+        _pos_float("scale", scale),
+        _pos_float("sigma", sigma),
+        _pos_float("beta", beta),
+    )
+
+
+def narrow_cnn(
+    c_in: int,
+    c_out: int,
+    depth: int,
+    scale: float,
+    size: int,
+    kernel: int = 3,
+    sigma: float = 1.0,
+    beta: float = 1.0,
+) -> NarrowCNN:
+    """Validated :class:`NarrowCNN` (odd ``kernel``, so the centre tap is the identity)."""
+    k = _pos_int("kernel", kernel)
+    if k % 2 == 0:
+        raise ValueError(f"kernel must be odd (its centre tap is the identity), got {k}")
+    return NarrowCNN(
+        _pos_int("c_in", c_in),
+        _pos_int("c_out", c_out),
+        _pos_int("depth", depth),
+        _pos_float("scale", scale),
+        _pos_int("size", size),
+        k,
+        _pos_float("sigma", sigma),
+        _pos_float("beta", beta),
+    )
+
+
+def _dtype(dtype):
+    return jnp.float64 if dtype is None and jax.config.jax_enable_x64 else (dtype or jnp.float32)
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in ("narrow", "standard"):
+        raise ValueError(f"scheme must be 'narrow' or 'standard', got {scheme!r}")
+
+
+# --------------------------------------------------------------------------- MLP
+
+
+def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=None) -> Params:
+    """Parameters ``{head, body, tail}``, each ``{"w": (out, in), "b": (out,)}``; the body's
+    arrays are stacked over its ``depth - 1`` layers. See the module docstring."""
+    _check_scheme(scheme)
+    dt = _dtype(dtype)
+    d, o, n_body, w, c = net.d_in, net.d_out, net.depth - 1, net.width, net.scale
+    k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
+    if scheme == "standard":
+        he = lambda k, shape, fan: jax.random.normal(k, shape, dt) * jnp.sqrt(2.0 / fan)  # noqa: E731
+        return {
+            "head": {"w": he(k_hw, (w, d), d), "b": jnp.zeros(w, dt)},
+            "body": {"w": he(k_bw, (n_body, w, w), w), "b": jnp.zeros((n_body, w), dt)},
+            "tail": {"w": he(k_tw, (o, w), w) / jnp.sqrt(2.0), "b": jnp.zeros(o, dt)},
+        }
+    sd_w = net.sigma / math.sqrt(d)
+    head_w = jnp.zeros((w, d), dt).at[:d, :].set(c * jnp.eye(d, dtype=dt))
+    head_w = head_w.at[d, :].set(sd_w * jax.random.normal(k_hw, (d,), dt))
+    head_b = jnp.zeros(w, dt).at[d].set(c * net.beta * jax.random.normal(k_hb, (), dt))
+    head_b = head_b.at[d + 1 :].set(c)
+    body_w = jnp.broadcast_to(jnp.eye(w, dtype=dt), (n_body, w, w))
+    body_w = body_w.at[:, d, :].set(0.0)
+    body_w = body_w.at[:, d, :d].set(sd_w * jax.random.normal(k_bw, (n_body, d), dt))
+    body_b = jnp.zeros((n_body, w), dt)
+    body_b = body_b.at[:, d].set(c * net.beta * jax.random.normal(k_bb, (n_body,), dt))
+    tail_w = jnp.zeros((o, w), dt).at[:, d + 1 :].set(jnp.eye(o, dtype=dt))
+    tail_b = jnp.full(o, -c, dt)
+    return {
+        "head": {"w": head_w, "b": head_b},
+        "body": {"w": body_w, "b": body_b},
+        "tail": {"w": tail_w, "b": tail_b},
+    }
+
+
+def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
+    """The last hidden layer ``h_{L-1}`` for inputs ``x`` of shape ``(..., d_in)``."""
+    h = jax.nn.relu(x @ params["head"]["w"].T + params["head"]["b"])
+
+    def layer(h, wb):
+        w, b = wb
+        return jax.nn.relu(h @ w.T + b), None
+
+    h, _ = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
+    return h
+
+
+def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
+    """Network outputs ``(..., d_out)``."""
+    return hidden_mlp(params, x) @ params["tail"]["w"].T + params["tail"]["b"]
+
+
+def _ntk(apply_fn, params, x1, x2, output):
+    f = lambda p, x: apply_fn(p, x[None])[0, output]  # noqa: E731
+    grads = lambda xs: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, xs)  # noqa: E731
+    g1 = grads(x1)
+    g2 = g1 if x2 is None else grads(x2)
+    leaves = zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=True)
+    return sum(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T for a, b in leaves)
+
+
+def ntk_mlp(
+    net: NarrowMLP, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
+) -> jax.Array:
+    """Empirical NTK ``Theta_L(x1, x2)`` of output ``output`` (one gradient per input),
+    divided by ``L C^2``: the scaled kernel whose depth limit is :func:`limit_kernel`."""
+    return _ntk(apply_mlp, params, x1, x2, output) / (net.depth * net.scale**2)
+
+
+def _q(net: NarrowMLP, x1, x2):
+    """``(s12, q1, q2)`` of the random channel's pre-activation ``w . x_+ + beta xi``."""
+    p1, p2 = jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)
+    v = net.sigma**2 / net.d_in
+    b2 = net.beta**2
+    s12 = v * p1 @ p2.T + b2
+    q1 = v * jnp.sum(p1**2, -1) + b2
+    q2 = v * jnp.sum(p2**2, -1) + b2
+    return s12, q1[:, None], q2[None, :]
+
+
+def relu_moments(s12, q1, q2) -> tuple[jax.Array, jax.Array]:
+    """``E[relu(u) relu(v)]`` and ``E[relu(u)^2 relu(v)^2]`` for centred Gaussians with
+    ``Var u = q1``, ``Var v = q2``, ``Cov = s12``: Cho & Saul's arc-cosine kernels,
+    ``E[relu(u)^n relu(v)^n] = (q1 q2)^{n/2} J_n(theta) / (2 pi)`` with
+    ``J_1 = sin t + (pi - t) cos t``, ``J_2 = 3 sin t cos t + (pi - t)(1 + 2 cos^2 t)``."""
+    m1, _ = relu_map(s12, q1, q2)
+    r = jnp.sqrt(q1 * q2)
+    cos = jnp.clip(s12 / r, -1.0, 1.0)
+    t = jnp.arccos(cos)
+    j2 = 3.0 * jnp.sin(t) * cos + (jnp.pi - t) * (1.0 + 2.0 * cos**2)
+    return m1, q1 * q2 * j2 / (2.0 * jnp.pi)
+
+
+def limit_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    """``Theta_inf(x, x') = <x_+, x'_+> + d_out + 1/C^2 + kappa(x, x')``: the ``L -> inf``
+    limit of :func:`ntk_mlp` at fixed ``C`` (derived; module docstring). Use float64."""
+    x2 = x1 if x2 is None else x2
+    s12, q1, q2 = _q(net, x1, x2)
+    kappa, _ = relu_moments(s12, q1, q2)
+    lin = jnp.maximum(x1, 0.0) @ jnp.maximum(x2, 0.0).T
+    return lin + net.d_out + 1.0 / net.scale**2 + kappa
+
+
+def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    """Exact ``E[Theta_L] / (L C^2)`` at finite depth: the limit plus the ``O(1/L)`` head
+    terms, ``(<x, x'> + 1 + kappa_0 - C^2 kappa) / (L C^2)``, where ``kappa_0`` is ``kappa``
+    for the head's random channel (raw ``x``, bias variance ``C^2 beta^2``)."""
+    x2 = x1 if x2 is None else x2
+    s12, q1, q2 = _q(net, x1, x2)
+    kappa, _ = relu_moments(s12, q1, q2)
+    v, c2 = net.sigma**2 / net.d_in, net.scale**2
+    extra = c2 * net.beta**2
+    kappa0, _ = relu_moments(
+        v * x1 @ x2.T + extra,
+        (v * jnp.sum(x1**2, -1) + extra)[:, None],
+        (v * jnp.sum(x2**2, -1) + extra)[None, :],
+    )
+    lc2 = net.depth * c2
+    return limit_kernel(net, x1, x2) + (x1 @ x2.T + 1.0 + kappa0 - c2 * kappa) / lc2
+
+
+def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    """Standard deviation of :func:`ntk_mlp` over initializations, body layers only:
+    ``sqrt(L - 1) sd(phi phi') / L`` (the head's ``O(1/L)`` term is left out; it is below
+    ``1/(L C^2)`` relative to the body's ``1/sqrt(L)`` at the depths used)."""
+    x2 = x1 if x2 is None else x2
+    m1, m2 = relu_moments(*_q(net, x1, x2))
+    return jnp.sqrt((net.depth - 1) * jnp.maximum(m2 - m1**2, 0.0)) / net.depth
+
+
+# --------------------------------------------------------------------------- CNN
+
+
+def _conv(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """``same`` convolution (zero padding), ``h: (N, C, H, W)``, ``w: (out, in, k, k)``, as a
+    sum of ``k^2`` shifted channel matmuls: per-example gradients (the NTK) then stay batched
+    matmuls, many times faster on a CPU than XLA's convolution under ``vmap``."""
+    k = w.shape[-1]
+    m = k // 2
+    hh, ww = h.shape[-2:]
+    hp = jnp.pad(h, ((0, 0), (0, 0), (m, m), (m, m)))
+    out = sum(
+        jnp.einsum("oc,nchw->nohw", w[:, :, a, c], hp[:, :, a : a + hh, c : c + ww])
+        for a in range(k)
+        for c in range(k)
+    )
+    return out + b[None, :, None, None]
+
+
+def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=None) -> Params:
+    """CNN parameters ``{head, body, tail}`` with ``"w": (out, in, k, k)``. See module doc."""
+    _check_scheme(scheme)
+    dt = _dtype(dtype)
+    ci, co, n_body, w, k, c = net.c_in, net.c_out, net.depth - 1, net.width, net.kernel, net.scale
+    k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
+    if scheme == "standard":
+        he = lambda kk, shape, fan: jax.random.normal(kk, shape, dt) * jnp.sqrt(2.0 / fan)  # noqa: E731
+        return {
+            "head": {"w": he(k_hw, (w, ci, k, k), ci * k * k), "b": jnp.zeros(w, dt)},
+            "body": {
+                "w": he(k_bw, (n_body, w, w, k, k), w * k * k),
+                "b": jnp.zeros((n_body, w), dt),
+            },
+            "tail": {
+                "w": he(k_tw, (co, w, k, k), w * k * k) / jnp.sqrt(2.0),
+                "b": jnp.zeros(co, dt),
+            },
+        }
+    m = k // 2
+    sd = net.sigma / (math.sqrt(ci) * k)
+    eye_in = jnp.zeros((ci, ci, k, k), dt).at[:, :, m, m].set(jnp.eye(ci, dtype=dt))
+    head_w = jnp.zeros((w, ci, k, k), dt).at[:ci].set(c * eye_in)
+    head_w = head_w.at[ci].set(sd * jax.random.normal(k_hw, (ci, k, k), dt))
+    head_b = jnp.zeros(w, dt).at[ci].set(c * net.beta * jax.random.normal(k_hb, (), dt))
+    head_b = head_b.at[ci + 1 :].set(c)
+    body_w = jnp.zeros((w, w, k, k), dt).at[:, :, m, m].set(jnp.eye(w, dtype=dt))
+    body_w = jnp.broadcast_to(body_w, (n_body, w, w, k, k)).at[:, ci].set(0.0)
+    body_w = body_w.at[:, ci, :ci].set(sd * jax.random.normal(k_bw, (n_body, ci, k, k), dt))
+    body_b = jnp.zeros((n_body, w), dt)
+    body_b = body_b.at[:, ci].set(c * net.beta * jax.random.normal(k_bb, (n_body,), dt))
+    tail_w = jnp.zeros((co, w, k, k), dt).at[:, ci + 1 :, m, m].set(jnp.eye(co, dtype=dt))
+    return {
+        "head": {"w": head_w, "b": head_b},
+        "body": {"w": body_w, "b": body_b},
+        "tail": {"w": tail_w, "b": jnp.full(co, -c, dt)},
+    }
+
+
+def apply_cnn(params: Params, x: jax.Array) -> jax.Array:
+    """Outputs ``(N, c_out)`` for images ``x: (N, c_in, H, W)``."""
+    h = jax.nn.relu(_conv(x, params["head"]["w"], params["head"]["b"]))
+
+    def layer(h, wb):
+        return jax.nn.relu(_conv(h, *wb)), None
+
+    h, _ = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
+    out = _conv(h, params["tail"]["w"], params["tail"]["b"])
+    return out.mean(axis=(2, 3))
+
+
+def ntk_cnn(
+    net: NarrowCNN, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
+) -> jax.Array:
+    """Empirical NTK of output ``output`` divided by ``L C^2`` (as :func:`ntk_mlp`)."""
+    return _ntk(apply_cnn, params, x1, x2, output) / (net.depth * net.scale**2)

@@ -1,0 +1,198 @@
+"""Deep narrow networks (No, Ryu, Lee & Choi): the initialization, the NTK, its limit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from ntklib import narrow as nw
+from ntklib.train import descend, gradient_descent, kernel_descent
+
+
+def _inputs(key, n=6, d=3):
+    return jax.random.normal(key, (n, d))  # some coordinates negative on purpose
+
+
+@pytest.mark.parametrize("d_in,d_out,depth", [(2, 1, 1), (3, 2, 7), (5, 1, 40)])
+def test_network_computes_zero_and_carries_the_input_at_initialization(key, d_in, d_out, depth):
+    net = nw.narrow_mlp(d_in, d_out, depth, 3.5)
+    x = _inputs(key, d=d_in)
+    for i in range(3):
+        p = nw.init_mlp(net, jax.random.fold_in(key, i))
+        assert np.all(np.asarray(nw.apply_mlp(p, x)) == 0.0)
+        h = nw.hidden_mlp(p, x)
+        assert h.shape == (x.shape[0], d_in + 1 + d_out)
+        np.testing.assert_array_equal(h[:, :d_in], 3.5 * jnp.maximum(x, 0.0))
+        np.testing.assert_array_equal(h[:, d_in + 1 :], 3.5)
+
+
+def test_cnn_computes_zero_and_its_ntk_is_a_gram_matrix(key):
+    net = nw.narrow_cnn(2, 3, 5, 2.0, 4)
+    x = jax.random.uniform(key, (5, 2, 4, 4))
+    p = nw.init_cnn(net, jax.random.fold_in(key, 1))
+    assert np.all(np.asarray(nw.apply_cnn(p, x)) == 0.0)
+    k = np.asarray(nw.ntk_cnn(net, p, x))
+    np.testing.assert_allclose(k, k.T, rtol=1e-12)
+    assert np.linalg.eigvalsh(k)[0] > -1e-10 * np.abs(k).max()
+    ps = nw.init_cnn(net, key, "standard")
+    assert np.abs(np.asarray(nw.apply_cnn(ps, x))).max() > 0  # He init: not zero
+
+
+def test_conv_is_a_same_convolution(key):
+    x = jax.random.normal(key, (3, 4, 6, 5))
+    w = jax.random.normal(jax.random.fold_in(key, 1), (2, 4, 3, 3))
+    ref = jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
+    np.testing.assert_allclose(nw._conv(x, w, jnp.zeros(2)), ref, atol=1e-12)
+
+
+def test_only_the_output_rows_have_a_gradient_at_initialization(key):
+    net = nw.narrow_mlp(3, 2, 6, 2.0)
+    p = nw.init_mlp(net, key)
+    x = jnp.abs(_inputs(jax.random.fold_in(key, 1), n=1, d=3))[0]
+    for out in range(2):
+        g = jax.grad(lambda q, o=out: nw.apply_mlp(q, x[None])[0, o])(p)
+        rows = jnp.arange(net.width) != 3 + 1 + out  # every row but this output's channel
+        assert float(jnp.abs(g["head"]["w"][rows]).max()) == 0.0
+        assert float(jnp.abs(g["body"]["w"][:, rows]).max()) == 0.0
+        assert float(jnp.abs(g["body"]["b"][:, rows]).max()) == 0.0
+        assert float(jnp.abs(g["body"]["w"][:, ~rows]).max()) > 0.0
+
+
+def test_empirical_ntk_equals_the_derived_sum_over_layers(key):
+    """Theta_L = <x,x'> + 1 + L (C^2 (<x+,x'+> + d_out) + 1) + a0 a0' + C^2 sum phi phi',
+    evaluated from the drawn random channel of one network."""
+    d, o, L, c = 3, 1, 9, 2.5
+    net = nw.narrow_mlp(d, o, L, c)
+    p = nw.init_mlp(net, key)
+    x = _inputs(jax.random.fold_in(key, 1), n=5, d=d)
+    xp = jnp.maximum(x, 0.0)
+    a0 = jax.nn.relu(x @ p["head"]["w"][d] + p["head"]["b"][d])
+    phi = jax.nn.relu(xp @ p["body"]["w"][:, d, :d].T * c + p["body"]["b"][:, d]) / c  # (n, L-1)
+    theta = x @ x.T + 1 + L * (c**2 * (xp @ xp.T + o) + 1) + jnp.outer(a0, a0) + c**2 * phi @ phi.T
+    np.testing.assert_allclose(nw.ntk_mlp(net, p, x) * L * c**2, theta, rtol=1e-12)
+
+
+def test_relu_moments_against_closed_forms_and_monte_carlo(key):
+    q = jnp.array([[2.0]])
+    m1, m2 = nw.relu_moments(q, q, q)  # u = v: E relu^2 = q/2, E relu^4 = 3 q^2 / 2
+    np.testing.assert_allclose([m1[0, 0], m2[0, 0]], [1.0, 6.0], rtol=1e-12)
+    m1, m2 = nw.relu_moments(jnp.zeros((1, 1)), jnp.array([[2.0]]), jnp.array([[3.0]]))
+    np.testing.assert_allclose([m1[0, 0], m2[0, 0]], [np.sqrt(6) / (2 * np.pi), 1.5], rtol=1e-12)
+    q1, q2, s = 1.3, 0.7, -0.4
+    z = jax.random.normal(key, (2, 2_000_000))
+    u = np.sqrt(q1) * z[0]
+    v = s / np.sqrt(q1) * z[0] + np.sqrt(q2 - s**2 / q1) * z[1]
+    for moment, samples in zip(
+        nw.relu_moments(jnp.array([[s]]), jnp.array([[q1]]), jnp.array([[q2]])),
+        (jax.nn.relu(u) * jax.nn.relu(v), (jax.nn.relu(u) * jax.nn.relu(v)) ** 2),
+        strict=True,
+    ):
+        se = float(samples.std()) / np.sqrt(samples.size)
+        assert abs(float(samples.mean()) - float(moment[0, 0])) < 5 * se
+
+
+def test_limit_kernel_against_monte_carlo_over_networks(key):
+    """Mean and spread of the scaled NTK over 2000 networks against the derived formulas."""
+    net = nw.narrow_mlp(2, 1, 32, 3.0)
+    g = jnp.array([0.2, 0.7, 1.3])
+    x = jnp.stack([jnp.cos(g), jnp.sin(g)], -1)
+    ks = jax.random.split(key, 2000)
+    k = np.asarray(jax.jit(jax.vmap(lambda kk: nw.ntk_mlp(net, nw.init_mlp(net, kk), x)))(ks))
+    mean, sd = k.mean(0), k.std(0, ddof=1)
+    z = (mean - np.asarray(nw.mean_kernel(net, x))) / (sd / np.sqrt(len(ks)))
+    assert np.abs(z).max() < norm.ppf(1 - 0.005 / z.size)
+    np.testing.assert_allclose(sd, nw.kernel_sd(net, x), rtol=0.12)  # se of sd ~ 3 % here
+
+    # the finite-depth mean is the limit plus O(1/L)
+    def gap(depth):
+        mean = nw.mean_kernel(net._replace(depth=depth), x)
+        return float(jnp.abs(mean - nw.limit_kernel(net, x)).max())
+
+    assert gap(10_000) < gap(100) / 50
+
+
+def test_determinism_and_independence_of_keys(key):
+    net = nw.narrow_mlp(2, 1, 12, 2.0)
+    a, b = nw.init_mlp(net, key), nw.init_mlp(net, key)
+    c = nw.init_mlp(net, jax.random.fold_in(key, 1))
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(a["body"]["w"], c["body"]["w"])
+
+
+@pytest.mark.parametrize(
+    "make,error",
+    [
+        (lambda: nw.narrow_mlp(2, 1, 0, 1.0), ValueError),
+        (lambda: nw.narrow_mlp(2, 1, 3.0, 1.0), TypeError),
+        (lambda: nw.narrow_mlp(0, 1, 3, 1.0), ValueError),
+        (lambda: nw.narrow_mlp(2, 1, 3, 0.0), ValueError),
+        (lambda: nw.narrow_mlp(2, 1, 3, float("inf")), ValueError),
+        (lambda: nw.narrow_mlp(2, 1, True, 1.0), TypeError),
+        (lambda: nw.narrow_cnn(1, 2, 3, 1.0, 4, kernel=2), ValueError),
+        (lambda: nw.init_mlp(nw.narrow_mlp(2, 1, 3, 1.0), jax.random.PRNGKey(0), "he"), ValueError),
+    ],
+)
+def test_bad_input_is_refused(make, error):
+    with pytest.raises(error):
+        make()
+
+
+def _loop(f, params, x, y, lr, steps):
+    losses = []
+    loss = lambda p: 0.5 * jnp.sum((f(p, x) - y) ** 2)  # noqa: E731
+    for _ in range(steps):
+        losses.append(float(loss(params)))
+        g = jax.grad(loss)(params)
+        params = jax.tree_util.tree_map(lambda a, b: a - lr * b, params, g)
+    return params, losses + [float(loss(params))]
+
+
+def test_descend_is_gradient_descent_and_records_every_k_steps(key):
+    net = nw.narrow_mlp(2, 1, 5, 2.0)
+    p = nw.init_mlp(net, key)
+    x = jnp.abs(_inputs(key, n=4, d=2))
+    y = jnp.sin(x[:, :1])
+    lr = 0.2 / (5 * 4.0)
+    ref_p, ref_loss = _loop(nw.apply_mlp, p, x, y, lr, 6)
+    out = descend(nw.apply_mlp, p, x, y, lr, 6, 2, lambda q: nw.apply_mlp(q, x))
+    np.testing.assert_allclose(out.loss, ref_loss[::2], rtol=1e-12)
+    np.testing.assert_allclose(out.observed[-1], nw.apply_mlp(ref_p, x), rtol=1e-12)
+    assert out.observed.shape == (4, 4, 1)
+    with pytest.raises(ValueError):
+        descend(nw.apply_mlp, p, x, y, lr, 7, 2)
+
+
+def test_gradient_descent_of_an_mlp_still_matches_a_loop(key):
+    import ntklib as nl
+
+    net = nl.mlp(3, 2, 8)
+    p = nl.init(net, key)
+    x = _inputs(key, n=4, d=3)
+    y = jnp.cos(x[:, :1])
+    ref_p, ref_loss = _loop(lambda q, xx: nl.apply(net, q, xx), p, x, y, 0.05, 5)
+    out = gradient_descent(net, p, x, y, 0.05, 5)
+    np.testing.assert_allclose(out.loss, ref_loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0])
+def test_kernel_descent_is_the_closed_form_of_the_linear_iteration(rate):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(7, 7))
+    k = a @ a.T + np.outer(np.ones(7), np.ones(7)) * 30  # a dominant constant mode, as in the CNN
+    y = rng.normal(size=(7, 3))
+    kt = rng.normal(size=(2, 7))
+    lr = rate / np.linalg.eigvalsh(k)[-1]
+    path, test = [], []
+    c = np.zeros_like(y)  # f = K c
+    for t in range(41):
+        if t % 8 == 0:
+            path.append(k @ c)
+            test.append(kt @ c)
+        c = c - lr * (k @ c - y)
+    f_tr, f_te = kernel_descent(jnp.asarray(k), jnp.asarray(y), lr, 40, 8, jnp.asarray(kt))
+    np.testing.assert_allclose(f_tr, path, atol=1e-12 * np.abs(y).max())
+    np.testing.assert_allclose(f_te, test, atol=1e-11 * np.abs(y).max())
