@@ -114,6 +114,21 @@ def test_limit_kernel_against_monte_carlo_over_networks(key):
     assert gap(10_000) < gap(100) / 50
 
 
+def test_limit_kernel_against_a_deep_monte_carlo(key):
+    """At L = 2048 the sample mean of 100 networks is the limit, up to 4 s.e. and the exact
+    O(1/L) offset of the finite-depth mean."""
+    net = nw.narrow_mlp(2, 1, 2048, 5.0)
+    g = jnp.array([0.3, 0.9, 1.4])
+    x = jnp.stack([jnp.cos(g), jnp.sin(g)], -1)
+    ks = jax.random.split(key, 100)
+    k = np.asarray(jax.jit(jax.vmap(lambda kk: nw.ntk_mlp(net, nw.init_mlp(net, kk), x)))(ks))
+    limit = np.asarray(nw.limit_kernel(net, x))
+    offset = np.abs(np.asarray(nw.mean_kernel(net, x)) - limit)
+    se = k.std(0, ddof=1) / np.sqrt(len(ks))
+    assert np.all(np.abs(k.mean(0) - limit) <= 4 * se + offset)
+    assert np.all(se < 0.01 * limit)  # the test has teeth: 1 % of the kernel
+
+
 def test_determinism_and_independence_of_keys(key):
     net = nw.narrow_mlp(2, 1, 12, 2.0)
     a, b = nw.init_mlp(net, key), nw.init_mlp(net, key)
@@ -196,3 +211,16 @@ def test_kernel_descent_is_the_closed_form_of_the_linear_iteration(rate):
     f_tr, f_te = kernel_descent(jnp.asarray(k), jnp.asarray(y), lr, 40, 8, jnp.asarray(kt))
     np.testing.assert_allclose(f_tr, path, atol=1e-12 * np.abs(y).max())
     np.testing.assert_allclose(f_te, test, atol=1e-11 * np.abs(y).max())
+
+
+def test_the_program_does_not_grow_with_depth(key):
+    """One lax.scan over the body: the traced program of the NTK is the same size at any L."""
+    x = jnp.ones((3, 2)) * 0.5
+
+    def size(depth):
+        net = nw.narrow_mlp(2, 1, depth, 2.0)
+        p = nw.init_mlp(net, key)
+        return len(jax.make_jaxpr(lambda q: nw.ntk_mlp(net, q, x))(p).jaxpr.eqns)
+
+    assert size(10) == size(3000)
+    assert size(1) == size(2)  # an empty body is a scan of length 0, not another program
