@@ -279,8 +279,8 @@ def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> j
 
 def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Standard deviation of :func:`ntk_mlp` over initializations, body layers only:
-    ``sqrt(L - 1) sd(phi phi') / L`` (the head's ``O(1/L)`` term is left out; it is below
-    ``1/(L C^2)`` relative to the body's ``1/sqrt(L)`` at the depths used)."""
+    ``sqrt(L - 1) sd(phi phi') / L``. The head's random channel (``a_0 ~ C``) adds a variance
+    ``Var(a_0 a_0') / (L C^2)^2 = O(1/L^2)``, a relative ``O(1/L)`` correction, left out."""
     x2 = x1 if x2 is None else x2
     m1, m2 = relu_moments(*_q(net, x1, x2))
     return jnp.sqrt((net.depth - 1) * jnp.maximum(m2 - m1**2, 0.0)) / net.depth
