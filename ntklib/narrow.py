@@ -53,17 +53,15 @@ import jax
 import jax.numpy as jnp
 
 from ntklib.kernel_maps import relu_map
+from ntklib.mlp import _check_int
 
 Params = dict[str, Any]
 Scheme = Literal["narrow", "standard"]
 
 
-def _pos_int(name: str, v: object, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
+def _pos_int(name: str, v: object) -> int:
+    _check_int(name, v)
+    return v  # type: ignore[return-value]
 
 
 def _pos_float(name: str, v: object) -> float:
