@@ -47,6 +47,7 @@ Everything is float64-safe; a ``lax.scan`` over the body layers keeps compile ti
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -148,6 +149,11 @@ def _dtype(dtype):
     return jnp.float64 if dtype is None and jax.config.jax_enable_x64 else (dtype or jnp.float32)
 
 
+def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype) -> jax.Array:
+    """He initialization ``N(0, 2 / fan_in)`` (the ``standard`` scheme's contrast)."""
+    return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_in)
+
+
 def _check_scheme(scheme: str) -> None:
     if scheme not in ("narrow", "standard"):
         raise ValueError(f"scheme must be 'narrow' or 'standard', got {scheme!r}")
@@ -164,7 +170,7 @@ def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     d, o, n_body, w, c = net.d_in, net.d_out, net.depth - 1, net.width, net.scale
     k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
     if scheme == "standard":
-        he = lambda k, shape, fan: jax.random.normal(k, shape, dt) * jnp.sqrt(2.0 / fan)  # noqa: E731
+        he = partial(_he, dtype=dt)
         return {
             "head": {"w": he(k_hw, (w, d), d), "b": jnp.zeros(w, dt)},
             "body": {"w": he(k_bw, (n_body, w, w), w), "b": jnp.zeros((n_body, w), dt)},
@@ -223,11 +229,13 @@ def ntk_mlp(
     return _ntk(apply_mlp, params, x1, x2, output) / (net.depth * net.scale**2)
 
 
-def _q(net: NarrowMLP, x1, x2):
-    """``(s12, q1, q2)`` of the random channel's pre-activation ``w . x_+ + beta xi``."""
-    p1, p2 = jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)
+def _q(net: NarrowMLP, x1, x2, bias_var: float | None = None, rectify: bool = True):
+    """``(s12, q1, q2)`` of a random channel's pre-activation ``w . z + b``, ``w ~ N(0,
+    sigma^2/d_in)``: the body's (``z = x_+``, ``Var b = beta^2``) by default, the head's with
+    ``rectify=False`` (``z = x``) and ``bias_var = C^2 beta^2``."""
+    p1, p2 = (jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)) if rectify else (x1, x2)
     v = net.sigma**2 / net.d_in
-    b2 = net.beta**2
+    b2 = net.beta**2 if bias_var is None else bias_var
     s12 = v * p1 @ p2.T + b2
     q1 = v * jnp.sum(p1**2, -1) + b2
     q2 = v * jnp.sum(p2**2, -1) + b2
@@ -247,14 +255,16 @@ def relu_moments(s12, q1, q2) -> tuple[jax.Array, jax.Array]:
     return m1, q1 * q2 * j2 / (2.0 * jnp.pi)
 
 
+def _limit(net: NarrowMLP, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    kappa, _ = relu_moments(*_q(net, x1, x2))
+    lin = jnp.maximum(x1, 0.0) @ jnp.maximum(x2, 0.0).T
+    return lin + net.d_out + 1.0 / net.scale**2 + kappa, kappa
+
+
 def limit_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """``Theta_inf(x, x') = <x_+, x'_+> + d_out + 1/C^2 + kappa(x, x')``: the ``L -> inf``
     limit of :func:`ntk_mlp` at fixed ``C`` (derived; module docstring). Use float64."""
-    x2 = x1 if x2 is None else x2
-    s12, q1, q2 = _q(net, x1, x2)
-    kappa, _ = relu_moments(s12, q1, q2)
-    lin = jnp.maximum(x1, 0.0) @ jnp.maximum(x2, 0.0).T
-    return lin + net.d_out + 1.0 / net.scale**2 + kappa
+    return _limit(net, x1, x1 if x2 is None else x2)[0]
 
 
 def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
@@ -262,17 +272,10 @@ def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> j
     terms, ``(<x, x'> + 1 + kappa_0 - C^2 kappa) / (L C^2)``, where ``kappa_0`` is ``kappa``
     for the head's random channel (raw ``x``, bias variance ``C^2 beta^2``)."""
     x2 = x1 if x2 is None else x2
-    s12, q1, q2 = _q(net, x1, x2)
-    kappa, _ = relu_moments(s12, q1, q2)
-    v, c2 = net.sigma**2 / net.d_in, net.scale**2
-    extra = c2 * net.beta**2
-    kappa0, _ = relu_moments(
-        v * x1 @ x2.T + extra,
-        (v * jnp.sum(x1**2, -1) + extra)[:, None],
-        (v * jnp.sum(x2**2, -1) + extra)[None, :],
-    )
-    lc2 = net.depth * c2
-    return limit_kernel(net, x1, x2) + (x1 @ x2.T + 1.0 + kappa0 - c2 * kappa) / lc2
+    limit, kappa = _limit(net, x1, x2)
+    c2 = net.scale**2
+    kappa0, _ = relu_moments(*_q(net, x1, x2, bias_var=c2 * net.beta**2, rectify=False))
+    return limit + (x1 @ x2.T + 1.0 + kappa0 - c2 * kappa) / (net.depth * c2)
 
 
 def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
@@ -310,7 +313,7 @@ def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     ci, co, n_body, w, k, c = net.c_in, net.c_out, net.depth - 1, net.width, net.kernel, net.scale
     k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
     if scheme == "standard":
-        he = lambda kk, shape, fan: jax.random.normal(kk, shape, dt) * jnp.sqrt(2.0 / fan)  # noqa: E731
+        he = partial(_he, dtype=dt)
         return {
             "head": {"w": he(k_hw, (w, ci, k, k), ci * k * k), "b": jnp.zeros(w, dt)},
             "body": {

@@ -45,11 +45,13 @@ def _descend(
     observe: Callable[[Params], Any] | None = None,
 ) -> DescentResult:
     """``steps`` full-batch GD steps on ``1/2 sum (f(params, x) - y)^2`` for any network
-    function ``f`` (hashable: a module-level function or a ``functools.partial`` of one).
+    function ``f``. ``f`` and ``observe`` are static: pass module-level functions (a new
+    lambda or ``functools.partial`` per call compiles anew).
 
     Records the loss (and ``observe(params)``, e.g. test accuracy) every ``every`` steps and
     after the last; ``steps`` must be a multiple of ``every``. Two nested ``lax.scan``: one
-    compile whatever ``steps`` is.
+    compile whatever ``steps`` is; the recorded loss is the value of the step's own
+    ``value_and_grad`` (no extra forward pass).
     """
     if every < 1 or steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
@@ -58,13 +60,13 @@ def _descend(
     obs = (lambda p: None) if observe is None else observe
 
     def step(p, _):
-        g = grad(p)[1]
-        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), None
+        loss, g = grad(p)
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, p, g), loss
 
     def block(p, _):
-        record = (loss_fn(p), obs(p))
-        p, _ = jax.lax.scan(step, p, None, length=every)
-        return p, record
+        seen = obs(p)
+        p, block_losses = jax.lax.scan(step, p, None, length=every)
+        return p, (block_losses[0], seen)
 
     final, (losses, seen) = jax.lax.scan(block, params, None, length=steps // every)
     last = (loss_fn(final), obs(final))
