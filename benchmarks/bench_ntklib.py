@@ -31,6 +31,17 @@ def params_from(depth, width, dtype):
     return [(jnp.asarray(w.T), jnp.asarray(b)) for w, b in W.weights(depth, width, dtype)]
 
 
+def available_memory() -> float:
+    """Bytes of memory available now (MemAvailable), or 8 GB where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8e9
+
+
 def matmul_rate(n: int) -> dict[str, float]:
     out = {}
     for dt in ("float32", "float64"):
@@ -49,6 +60,7 @@ def matmul_rate(n: int) -> dict[str, float]:
 
 
 def bench_gram(size, outdir, rates):
+    timed = {}
     for wl in W.SIZES[size]["gram"]:
         depth, width, batch, dt = wl
         net = nl.mlp(W.IN_DIM, depth, width, w_std=W.W_STD, b_std=W.B_STD)
@@ -71,10 +83,11 @@ def bench_gram(size, outdir, rates):
             matmul_fraction=flops / t / rates[dt],
         )
         jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
-        if jac_bytes <= W.JACOBIAN_BYTES_LIMIT:
+        if jac_bytes <= W.JACOBIAN_BYTES_LIMIT and not W.over_budget(timed, "jacobian", wl):
             first, t = W.timeit(
                 lambda: nl.ntk_gram_jacobian(net, params, x).block_until_ready(), repeats=1
             )
+            timed.setdefault("jacobian", []).append((wl, first))
             emit(
                 bench="gram",
                 workload=label,
@@ -161,6 +174,14 @@ def bench_k3(size, outdir):
         ):
             mem = fn.lower(net, params, x).compile().memory_analysis()
             peak = None if mem is None else int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
+            if peak is not None and peak > 0.5 * available_memory():
+                emit(
+                    bench="k3",
+                    workload=label,
+                    impl=impl,
+                    skipped=f"needs {peak / 1e9:.1f} GB, over half of this machine's free memory",
+                )
+                continue
             first, t = W.timeit(lambda fn=fn: fn(net, params, x).block_until_ready(), repeats=2)
             res[impl] = np.asarray(fn(net, params, x))
             emit(
@@ -171,6 +192,8 @@ def bench_k3(size, outdir):
                 compile_seconds=first - t,
                 peak_bytes=peak,
             )
+        if len(res) < 2:
+            continue
         a, b = res.values()
         emit(
             bench="k3-agreement",

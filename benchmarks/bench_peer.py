@@ -46,6 +46,7 @@ def stax_params(depth, width, dtype):
 
 
 def bench_gram(size, outdir):
+    timed = {}
     for wl in W.SIZES[size]["gram"]:
         depth, width, batch, dt = wl
         _, apply_fn, _ = mlp(depth, width)
@@ -54,21 +55,20 @@ def bench_gram(size, outdir):
         label = W.label("gram", wl)
         for name, impl in IMPLS.items():
             jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
+            skip = W.over_budget(timed, name, wl)
             if (
                 impl == nt.NtkImplementation.JACOBIAN_CONTRACTION
                 and jac_bytes > W.JACOBIAN_BYTES_LIMIT
             ):
-                emit(
-                    bench="gram",
-                    workload=label,
-                    impl=name,
-                    skipped=f"Jacobian of {jac_bytes / 1e9:.1f} GB",
-                )
+                skip = f"Jacobian of {jac_bytes / 1e9:.1f} GB"
+            if skip:
+                emit(bench="gram", workload=label, impl=name, skipped=skip)
                 continue
             f = jax.jit(
                 nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl)
             )
             first, t = W.timeit(lambda f=f: f(x, None, params).block_until_ready())
+            timed.setdefault(name, []).append((wl, first))
             tag = name.split()[1]
             np.save(
                 W.result_file(outdir, "gram", wl, tag),

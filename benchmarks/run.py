@@ -15,7 +15,8 @@ environments one after the other, and reports each timing as a ratio measured in
 4. the hierarchy kernel ``K3``: time and peak memory against a full-Hessian contraction;
 5. the whole book at the ``quick`` profile: cold, and again with nothing changed.
 
-Writes ``_build/bench.json`` and the book's Performance page data (``book/_generated/``).
+Writes ``_build/bench.json``; a ``small`` or ``full`` run is also kept in
+``benchmarks/results/SIZE.json``, which the book's Performance page shows (commit it).
 Timings are never asserted anywhere; CI runs ``--size tiny`` only to keep this working.
 """
 
@@ -36,6 +37,8 @@ PEER = ROOT / ".peer-venv"
 PEER_PINS = ["neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2", "scipy<1.13"]
 sys.path.insert(0, str(Path(__file__).parent))
 import workloads as W  # noqa: E402
+
+from ntklib.book import performance  # noqa: E402
 
 
 def peer_python() -> Path:
@@ -115,6 +118,18 @@ def diagonal_errors(outdir: Path, wl: tuple) -> str:
         if p.exists():
             errs.append(f"{name} {np.max(np.abs(np.diag(np.load(p)) - exact) / exact):.1e}")
     return "diagonal vs exact: " + ", ".join(errs)
+
+
+def machine() -> str:
+    """CPU model and core count (the model from /proc/cpuinfo where there is one)."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def bench_book(profile: str) -> list[dict]:
@@ -219,17 +234,30 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 )
             )
         elif bench == "mc":
-            for name, ours in (
-                ("scalar chain", timed.get("ntklib scalar chain (ntklib.finite, exact in law)")),
-                ("real networks, vmap", timed.get("ntklib vmap (sharded)")),
-            ):
+            mine = {
+                "scalar chain": timed.get("ntklib scalar chain (ntklib.finite, exact in law)"),
+                "real networks, vmap": timed.get("ntklib vmap (sharded)"),
+            }
+            fastest = min((r["seconds"] for r in mine.values() if r), default=None)
+            for name, ours in mine.items():
                 for impl in ("per-network loop", "nt empirical NTK in vmap"):
                     if ours and impl in timed:
                         note = f"ntklib {name}: {ours['networks_per_s']:.0f} networks/s"
-                        rows.append(_ratio_row(bench, wl, ours, impl, timed[impl], note=note))
+                        rows.append(
+                            _ratio_row(
+                                bench,
+                                wl,
+                                ours,
+                                impl,
+                                timed[impl],
+                                note=note,
+                                fastest_ntklib=ours["seconds"] == fastest,
+                            )
+                        )
         elif bench == "k3":
             ours = timed["ntklib k3 (jvp, contract as you go)"]
-            naive = timed["naive full-Hessian contraction"]
+            naive = timed.get("naive full-Hessian contraction")
+            skipped = next((r["skipped"] for r in rs if "skipped" in r), "")
             agree = next(
                 (
                     r["value"]
@@ -240,17 +268,17 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
             )
             mem = (
                 f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB vs {naive['peak_bytes'] / 1e6:.2f} MB"
-                if ours.get("peak_bytes") and naive.get("peak_bytes")
-                else ""
+                if naive and ours.get("peak_bytes") and naive.get("peak_bytes")
+                else f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB; naive route {skipped}"
             )
             rows.append(
                 dict(
                     bench=bench,
                     workload=wl,
                     ntklib=ours["seconds"],
-                    peer=naive["impl"],
-                    peer_seconds=naive["seconds"],
-                    ratio=naive["seconds"] / ours["seconds"],
+                    peer="naive full-Hessian contraction",
+                    peer_seconds=naive and naive["seconds"],
+                    ratio=naive and naive["seconds"] / ours["seconds"],
                     agreement=agree,
                     note=mem,
                 )
@@ -272,78 +300,6 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
     return rows
 
 
-def fmt(v, spec=".3g"):
-    return "—" if v is None else format(v, spec)
-
-
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| benchmark | workload | ntklib (s) | compared with | its time (s) | ratio (its / ntklib) | agreement | note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        note = r.get("note") or (
-            f"{100 * r['matmul_fraction']:.1f} % of matmul peak" if r.get("matmul_fraction") else ""
-        )
-        lines.append(
-            f"| {r['bench']} | {r['workload']} | {fmt(r['ntklib'])} | {r['peer'] or '—'} | "
-            f"{fmt(r['peer_seconds'])} | {fmt(r['ratio'])} | {fmt(r['agreement'], '.1e')} | {note} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
-    for dt, style in (("float32", "-"), ("float64", "--")):
-        sel = [r for r in grams if r["params"][0] == 3 and r["params"][3] == dt]
-        if not sel:
-            continue
-        batch = min(r["params"][2] for r in sel)
-        sel = [r for r in sel if r["params"][2] == batch]
-        widths = sorted({r["params"][1] for r in sel})
-        ours = {r["params"][1]: r["ntklib"] for r in sel}
-        axes[0].plot(
-            widths, [ours[w] for w in widths], "k" + style, marker="o", label=f"ntklib, {dt}"
-        )
-        for impl in sorted({r["peer"] for r in sel}):
-            theirs = {r["params"][1]: r["peer_seconds"] for r in sel if r["peer"] == impl}
-            axes[0].plot(
-                widths, [theirs.get(w) for w in widths], style, marker=".", label=f"{impl}, {dt}"
-            )
-    axes[0].set(
-        xscale="log",
-        yscale="log",
-        xlabel="width",
-        ylabel="seconds",
-        title="empirical NTK Gram, depth 3",
-    )
-    axes[0].legend(fontsize=7)
-    for act in ("relu", "erf"):
-        sel = [r for r in rows if r["bench"] == "kernel" and r["params"][0] == act]
-        depths = [r["params"][1] for r in sel]
-        axes[1].plot(depths, [r["ntklib"] for r in sel], "o-", label=f"ntklib, {act}")
-        if all(r["peer_seconds"] for r in sel):
-            axes[1].plot(
-                depths, [r["peer_seconds"] for r in sel], "s--", label=f"stax kernel_fn, {act}"
-            )
-    axes[1].set(
-        xscale="log",
-        yscale="log",
-        xlabel="depth",
-        ylabel="seconds",
-        title="infinite-width NTK, batch 128",
-    )
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=list(W.SIZES), default="small")
@@ -359,30 +315,28 @@ def main(argv=None) -> int:
             records += run_side(peer_python(), "bench_peer.py", args.size, outdir)
         if W.SIZES[args.size]["book"]:
             print("the whole book", file=sys.stderr)
-            # a Performance page left by an older run must not break the timed build
-            (ROOT / "book" / "_generated" / "performance.md").unlink(missing_ok=True)
             records += bench_book(W.SIZES[args.size]["book"])
         rows = summarize(records, outdir)
     report = {
         "size": args.size,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "python": platform.python_version(),
         "records": records,
         "rows": rows,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    text = json.dumps(report, indent=2)
     (ROOT / "_build").mkdir(exist_ok=True)
-    (ROOT / "_build" / "bench.json").write_text(json.dumps(report, indent=2))
-    gen = ROOT / "book" / "_generated"
-    gen.mkdir(parents=True, exist_ok=True)
-    plot(rows, gen / "performance.png")
-    envs = "; ".join(r["impl"] for r in records if r["bench"] == "env")
-    (gen / "performance.md").write_text(
-        f"Measured {report['time']} on {report['machine']} (size `{args.size}`; {envs}).\n\n"
-        "```{image} _generated/performance.png\n:alt: time against size for ntklib and neural-tangents\n```\n\n"
-        + table(rows)
-    )
-    print(table(rows))
+    (ROOT / "_build" / "bench.json").write_text(text)
+    print(performance.targets_table(rows))
+    print(performance.table(rows))
+    if args.size in performance.SIZES_SHOWN:  # kept, and shown on the book's Performance page
+        kept = ROOT / performance.RESULTS / f"{args.size}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_suffix(".tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, kept)
+        print(f"wrote {kept} (commit it: the Performance page shows it)", file=sys.stderr)
     print(f"wrote {ROOT / '_build' / 'bench.json'}", file=sys.stderr)
     return 0
 

@@ -47,7 +47,7 @@ SIZES = {
         ],
         "kernel": [(a, d, 128) for a in ("relu", "erf") for d in (10, 100, 1000, 10000)],
         "mc": [(50, 50, 16384)],
-        "k3": [8, 16, 32, 64, 128],
+        "k3": [8, 16, 32, 64, 128],  # the naive route's memory decides whether it runs at 128
         "matmul": 4096,
         "book": "quick",
     },
@@ -55,6 +55,28 @@ SIZES = {
 
 # A Jacobian larger than this is not attempted (reported as skipped, with its size).
 JACOBIAN_BYTES_LIMIT = 4e9
+
+# An implementation is not run on a Gram workload when one of its calls on a smaller workload
+# of the same depth and dtype, scaled by (batch ratio)^2 x (width ratio)^2 (the cost of the
+# Jacobian and NTK-vector-product routes), predicts a first call over this many seconds; it is
+# reported as skipped, with the measurement behind the prediction. The structured routes grow
+# more slowly than that, so the prediction only ever overestimates them.
+CALL_BUDGET_S = 60.0
+
+
+def over_budget(timed: dict, impl: str, wl: tuple) -> str | None:
+    """Why ``impl`` is skipped at Gram workload ``wl``, given ``timed[impl] = [(wl, seconds)]``
+    of its first calls so far; None when it should run."""
+    depth, width, batch, dt = wl
+    for (d, w, b, t), secs in timed.get(impl, []):
+        if d == depth and t == dt and width >= w and batch >= b:
+            predicted = secs * (batch / b) ** 2 * (width / w) ** 2
+            if predicted > CALL_BUDGET_S:
+                return (
+                    f"not run: predicted {predicted:.0f} s from {secs:.2g} s at width {w}, "
+                    f"batch {b} (budget {CALL_BUDGET_S:.0f} s)"
+                )
+    return None
 
 
 def result_file(outdir, bench: str, wl: tuple, tag: str) -> Path:

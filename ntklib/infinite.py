@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntklib.kernel_maps import kernel_map
 
@@ -59,23 +60,50 @@ def kernels(
     n0 = x1.shape[-1]
     w2, b2 = jnp.square(w_std), jnp.square(b_std)
     s12 = w2 * (x1 @ x2.T) / n0 + b2
-    q1 = (w2 * jnp.sum(x1**2, -1) / n0 + b2)[:, None]
-    q2 = (w2 * jnp.sum(x2**2, -1) / n0 + b2)[None, :]
-    if symmetric:  # the diagonal is q exactly, so correlation 1 stays exactly 1 at any depth
-        s12 = s12.at[jnp.diag_indices(s12.shape[0])].set(q1[:, 0])
-        q2 = q1.T
+    q1 = w2 * jnp.sum(x1**2, -1) / n0 + b2
+    q2 = w2 * jnp.sum(x2**2, -1) / n0 + b2
+
+    if symmetric:
+        # One batch: recurse on the upper triangle only (half the elementwise work, which is
+        # all of the cost at depth), packed as a vector; entry k pairs rows i[k] and j[k]. The
+        # diagonal starts at q exactly, so correlation 1 stays exactly 1 at any depth.
+        i, j = np.triu_indices(x1.shape[0])
+        s12 = jnp.where(i == j, q1[i], s12[i, j])
+
+        def pair(q1, q2):
+            return q1[i], q1[j]
+
+        def unpack(s):
+            return (
+                jnp.zeros(s.shape[:-1] + (len(q1), len(q1)), s.dtype)
+                .at[..., i, j]
+                .set(s)
+                .at[..., j, i]
+                .set(s)
+            )
+
+    else:
+
+        def pair(q1, q2):
+            return q1[:, None], q2[None, :]
+
+        def unpack(s):
+            return s
 
     def step(carry, _):
         s12, q1, q2, t12 = carry
-        v, vd = kmap(s12, q1, q2)
+        v, vd = kmap(s12, *pair(q1, q2))
         s_new = w2 * v + b2
         t_new = s_new + w2 * vd * t12
         q1_new = w2 * kmap(q1, q1, q1)[0] + b2
-        q2_new = w2 * kmap(q2, q2, q2)[0] + b2
-        return (s_new, q1_new, q2_new, t_new), (s_new, t_new)
+        q2_new = q1_new if symmetric else w2 * kmap(q2, q2, q2)[0] + b2
+        return (s_new, q1_new, q2_new, t_new), ((s_new, t_new) if all_layers else None)
 
     init = (s12, q1, q2, s12)
-    (s_out, _, _, t_out), (s_all, t_all) = jax.lax.scan(step, init, None, length=depth)
+    (s_out, _, _, t_out), per_layer = jax.lax.scan(step, init, None, length=depth)
     if all_layers:
-        return Kernels(jnp.concatenate([s12[None], s_all]), jnp.concatenate([s12[None], t_all]))
-    return Kernels(s_out, t_out)
+        s_all, t_all = per_layer
+        return Kernels(
+            unpack(jnp.concatenate([s12[None], s_all])), unpack(jnp.concatenate([s12[None], t_all]))
+        )
+    return Kernels(unpack(s_out), unpack(t_out))

@@ -10,6 +10,9 @@ Closed forms (Cho & Saul 2009 arc-cosine kernels; Williams 1997 for erf):
   with ``t = arccos(s12 / sqrt(q1 q2))`` (computed as an atan2, exact on the diagonal);
 * erf:   V = (2/pi) arcsin(2 s12 / sqrt((1 + 2 q1)(1 + 2 q2))),
          Vd = (4/pi) / sqrt((1 + 2 q1)(1 + 2 q2) - 4 s12^2);
+
+with :mod:`ntklib.trig`'s vectorizing ``atan2``/``arcsin`` (XLA's call the scalar C library
+on the CPU, which made them most of the cost of a deep recursion);
 * identity: V = s12, Vd = 1.
 
 Any other activation uses two-dimensional Gauss-Hermite quadrature (probabilists' nodes),
@@ -25,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntklib import trig
 from ntklib.activations import get_activation
 
 KernelMap = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -44,14 +48,17 @@ def relu_map(s12, q1, q2):
     # multiply-add can turn an exact zero into a rounding error.
     r = jnp.sqrt(q1 * q2)
     det = jnp.sqrt(jnp.maximum((r - s12) * (r + s12), 0.0))
-    t = jnp.arctan2(det, s12)
+    t = trig.atan2(det, s12)
     return (det + (jnp.pi - t) * s12) / (2 * jnp.pi), (jnp.pi - t) / (2 * jnp.pi)
 
 
 def erf_map(s12, q1, q2):
-    d = (1.0 + 2.0 * q1) * (1.0 + 2.0 * q2)
-    v = (2.0 / jnp.pi) * jnp.arcsin(jnp.clip(2.0 * s12 / jnp.sqrt(d), -1.0, 1.0))
-    return v, (4.0 / jnp.pi) / jnp.sqrt(d - 4.0 * s12**2)
+    # V = (2/pi) atan2(2 s12, sqrt(d - 4 s12^2)) with d = (1 + 2 q1)(1 + 2 q2): the square
+    # root is Vd's, and d - 4 s12^2 = 1 + 2 (q1 + q2) + 4 (r - s12)(r + s12), r = sqrt(q1 q2),
+    # is a sum of non-negative terms (no cancellation when q is large and c near 1).
+    r = jnp.sqrt(q1 * q2)
+    root = jnp.sqrt(1.0 + 2.0 * (q1 + q2) + 4.0 * jnp.maximum((r - s12) * (r + s12), 0.0))
+    return (2.0 / jnp.pi) * trig.atan2(2.0 * s12, root), (4.0 / jnp.pi) / root
 
 
 def identity_map(s12, q1, q2):

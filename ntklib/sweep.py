@@ -6,7 +6,8 @@
   depend on the chunk size or on the number of devices.
 * :func:`ntk_diagonal_mc` is the Monte Carlo engine for ``K(x, x)`` of many random networks.
 * :func:`sweep` runs a grid of such computations, saving each finished point under a folder so
-  an interrupted sweep resumes where it stopped, with a progress line on stderr.
+  an interrupted sweep resumes where it stopped, with a progress line on stderr; within one
+  long point, ``map_keys(..., store=folder)`` saves and skips finished chunks the same way.
 
 On several GPUs of one machine this works unchanged (``jax.devices()`` lists them); on a CPU,
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits it into N
@@ -14,7 +15,9 @@ devices, which is how the tests check that sharding changes no number. On severa
 ``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` first on every
 host and run the same program everywhere: ``jax.devices()`` then lists every host's devices,
 the mesh spans them all, and each chunk's results are gathered to every host
-(``multihost_utils.process_allgather``). The multi-host path is not exercised by the tests here.
+(``multihost_utils.process_allgather``); CPU hosts also need
+``jax.config.update("jax_cpu_collectives_implementation", "gloo")``. The tests run this path
+with two processes on one machine (2 CPU devices each) and get the single-device numbers.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def map_keys(
     chunk: int = 256,
     fixed_chunk: bool = False,
     devices: Sequence[jax.Device] | None = None,
+    store: Path | str | None = None,
+    progress: bool = False,
 ) -> Any:
     """``stack([fn(k, *args) for k in jax.random.split(key, n)])``, vmapped, chunked, sharded.
 
@@ -60,6 +65,11 @@ def map_keys(
     (with extra keys whose results are dropped), so every compiled shape is the same. With
     ``fixed_chunk`` a run of fewer than ``chunk`` networks is padded to ``chunk`` as well, so
     calls with different ``n`` share one compiled function.
+
+    With ``store`` (a folder, one per computation) each finished chunk is saved there and a
+    rerun loads it instead of computing it again, so a long Monte Carlo killed half-way
+    resumes; the folder records ``n``, the chunk size and the key and refuses a different
+    call. ``progress`` prints a progress bar on stderr.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -71,13 +81,76 @@ def map_keys(
     if pad:
         keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1), pad)])
     run = _compiled(fn, mesh, len(args))
-    outs = [_gather(run(keys[i : i + chunk], *args)) for i in range(0, n + pad, chunk)]
+    starts = range(0, n + pad, chunk)
+    saved = _ChunkStore(store, n, chunk, key) if store is not None else None
+    outs, t0 = [], time.perf_counter()
+    for c, i in enumerate(starts):
+        out = saved.load(c, run, keys[i : i + chunk], args) if saved else None
+        if out is None:
+            out = _gather(run(keys[i : i + chunk], *args))
+            if saved:
+                saved.save(c, out)
+        outs.append(out)
+        if progress:
+            _bar(c + 1, len(starts), time.perf_counter() - t0, "chunks")
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *outs)
+
+
+def _bar(done: int, total: int, seconds: float, what: str, status: str = "") -> None:
+    bar = "#" * int(20 * done / total)
+    print(
+        f"\r[{bar:<20}] {done}/{total} {what} {status}{seconds:6.1f} s",
+        end="\n" if done == total else "",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class _ChunkStore:
+    """The saved chunks of one :func:`map_keys` call: ``chunk-<c>.npz`` under a folder, with
+    ``manifest.json`` naming the call (``n``, chunk size, key) so another call is refused."""
+
+    def __init__(self, folder: Path | str, n: int, chunk: int, key: jax.Array):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        manifest = {"n": n, "chunk": chunk, "key": np.asarray(data).tolist()}
+        path = self.folder / "manifest.json"
+        if path.exists():
+            found = json.loads(path.read_text())
+            if found != manifest:
+                raise ValueError(
+                    f"{self.folder} holds chunks of another call ({found}, this one {manifest});"
+                    " use another folder, or delete it to start again"
+                )
+        else:
+            _atomic(path, lambda p: p.write_text(json.dumps(manifest)))
+
+    def load(self, c: int, run, keys: jax.Array, args: tuple):
+        path = self.folder / f"chunk-{c:06d}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as f:
+            leaves = [f[f"leaf{j}"] for j in range(len(f.files))]
+        treedef = jax.tree_util.tree_structure(jax.eval_shape(run, keys, *args))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    def save(self, c: int, out) -> None:
+        leaves = jax.tree_util.tree_leaves(out)
+        arrays = {f"leaf{j}": np.asarray(x) for j, x in enumerate(leaves)}
+        _atomic(self.folder / f"chunk-{c:06d}.npz", lambda p: np.savez(p, **arrays))
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename onto ``path``: a killed run never leaves half a file."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(tmp)
+    tmp.replace(path)
 
 
 def _gather(out):
     """Bring a sharded result to this host (all hosts' shards when several processes run)."""
-    if jax.process_count() > 1:  # pragma: no cover - needs several hosts
+    if jax.process_count() > 1:  # several processes (tested with two on one machine)
         from jax.experimental import multihost_utils
 
         return multihost_utils.process_allgather(out, tiled=True)
@@ -157,17 +230,9 @@ def sweep(
         else:
             res = np.asarray(run_point(point))
             if path is not None:
-                tmp = path.with_suffix(".tmp.npy")
-                np.save(tmp, res)
-                tmp.replace(path)
+                _atomic(path, lambda p, res=res: np.save(p, res))
             out.append(res)
             status = "done"
         if progress:
-            bar = "#" * int(20 * (i + 1) / len(points))
-            print(
-                f"\r[{bar:<20}] {i + 1}/{len(points)} {status} {time.perf_counter() - t0:6.1f} s",
-                end="\n" if i + 1 == len(points) else "",
-                file=sys.stderr,
-                flush=True,
-            )
+            _bar(i + 1, len(points), time.perf_counter() - t0, "points", status + " ")
     return out

@@ -130,3 +130,21 @@ def test_wide_networks_approach_the_limit_like_inverse_sqrt_width(key):
     fit = nl.fit_power_law(widths, rms, se)
     assert abs(fit.slope + 0.5) < 3 * fit.slope_se, fit
     assert fit.slope_se < 0.1
+
+
+def test_one_batch_upper_triangle_equals_the_two_batch_recursion(key):
+    # kernels(x) recurses on the packed upper triangle and mirrors it; kernels(x, x) recurses
+    # on every entry. Each entry's recursion involves only itself and the diagonal, so the
+    # upper triangles agree to rounding. (Below the diagonal the two-batch result is not exactly
+    # symmetric for quadrature maps: the rule is not symmetric in (q1, q2), an O(quadrature
+    # error) difference, 1e-5 for tanh here.)
+    x = jax.random.normal(key, (9, 5))
+    upper = np.triu_indices(9)
+    for act in ("relu", "erf", "tanh"):
+        one = nl.kernels(x, depth=40, activation=act, w_std=1.3, b_std=0.2, all_layers=True)
+        two = nl.kernels(x, x, depth=40, activation=act, w_std=1.3, b_std=0.2, all_layers=True)
+        for a, b in ((one.ntk, two.ntk), (one.nngp, two.nngp)):
+            np.testing.assert_array_equal(a, jnp.swapaxes(a, -1, -2))
+            np.testing.assert_allclose(
+                a[:, upper[0], upper[1]], b[:, upper[0], upper[1]], rtol=1e-12
+            )

@@ -59,9 +59,99 @@ def test_sharded_over_devices_gives_identical_results(tmp_path, devices):
     assert np.array_equal(got, ref)
 
 
+MULTIPROCESS = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid,
+                               initialization_timeout=60)
+    assert jax.process_count() == 2 and len(jax.devices()) == 4, jax.devices()
+    import ntklib as nl
+    from ntklib.sweep import ntk_diagonal_mc
+    net = nl.MLP(3, (16, 8), "erf", "ntk", 1.2, 0.1)
+    x = jax.random.normal(jax.random.PRNGKey(8), (4, 3))
+    np.save(out, ntk_diagonal_mc(net, jax.random.PRNGKey(7), 22, x, chunk=8))
+    jax.distributed.shutdown()
+    """
+)
+
+
+def test_two_processes_with_jax_distributed_give_identical_results(tmp_path):
+    """The multi-host path: two processes on this machine (2 CPU devices each, gloo
+    collectives, coordinator on 127.0.0.1) form one 4-device mesh; each gets every network's
+    result, equal to the single-device numbers."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                MULTIPROCESS,
+                str(pid),
+                str(port),
+                str(tmp_path / f"p{pid}.npy"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    net = nl.MLP(3, (16, 8), "erf", "ntk", 1.2, 0.1)
+    x = jax.random.normal(jax.random.PRNGKey(8), (4, 3))
+    ref = ntk_diagonal_mc(net, jax.random.PRNGKey(7), 22, x, chunk=22)
+    for pid in (0, 1):
+        assert np.array_equal(np.load(tmp_path / f"p{pid}.npy"), ref)
+
+
 def test_map_keys_refuses_empty(key):
     with pytest.raises(ValueError):
         map_keys(lambda k: k, key, 0)
+
+
+def test_map_keys_saves_chunks_and_resumes_from_them(tmp_path, key, capsys):
+    def fn(k, scale):
+        z = jax.random.normal(k, (3,))
+        return {"z": z * scale, "norm": jax.numpy.sum(z**2)}
+
+    args = (jax.numpy.asarray(2.0),)
+    ref = map_keys(fn, key, 10, args=args, chunk=4)
+    first = map_keys(fn, key, 10, args=args, chunk=4, store=tmp_path, progress=True)
+    assert "3/3 chunks" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "chunk-000000.npz",
+        "chunk-000001.npz",
+        "chunk-000002.npz",
+        "manifest.json",
+    ]  # and no temporary file left
+    for name in ("z", "norm"):
+        assert np.array_equal(first[name], ref[name])
+    # a rerun loads saved chunks (marked here, to see that it does) and computes lost ones
+    with np.load(tmp_path / "chunk-000001.npz") as f:
+        marked = {k: f[k] + 100.0 for k in f.files}
+    np.savez(tmp_path / "chunk-000001.npz", **marked)
+    (tmp_path / "chunk-000002.npz").unlink()
+    again = map_keys(fn, key, 10, args=args, chunk=4, store=tmp_path)
+    assert np.array_equal(again["z"][4:8], ref["z"][4:8] + 100.0)  # loaded, not recomputed
+    assert np.array_equal(again["z"][8:], ref["z"][8:]) and (tmp_path / "chunk-000002.npz").exists()
+    # another call (other n, chunk or key) is refused rather than mixed in
+    for kw in (
+        {"n": 11, "chunk": 4, "key": key},
+        {"n": 10, "chunk": 5, "key": key},
+        {"n": 10, "chunk": 4, "key": jax.random.PRNGKey(99)},
+    ):
+        with pytest.raises(ValueError, match="another call"):
+            map_keys(fn, kw["key"], kw["n"], args=args, chunk=kw["chunk"], store=tmp_path)
 
 
 def test_sweep_resumes_from_saved_points(tmp_path, capsys):

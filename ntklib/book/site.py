@@ -2,7 +2,8 @@
 
 * :func:`collect_checks` gathers every chapter's ``checks.json``;
 * :func:`write_dashboard` writes ``book/_generated/dashboard_table.md`` (included by
-  ``book/dashboard.md``) and ``book/_generated/runs_table.md``;
+  ``book/dashboard.md``), ``book/_generated/runs_table.md`` and the Performance page's
+  table and plot (:mod:`ntklib.book.performance`, from ``benchmarks/results/``);
 * :func:`build_site` runs Jupyter Book 1.x with warnings as errors, then writes
   ``_build/html/checks.json`` and verifies every chapter page shows its figures.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ntklib.book.performance import latest_report, write_page
 from ntklib.book.project import Project
 
 
@@ -107,9 +109,7 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     checks = collect_checks(project)
     _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
     _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
-    perf = project.generated / "performance.md"
-    if not perf.exists():  # written by benchmarks/run.py (make bench)
-        _write(perf, "The benchmarks have not been run for this build: run `make bench`.\n")
+    write_page(latest_report(project.root), project.generated)
     return checks
 
 

@@ -1,0 +1,218 @@
+"""The book's Performance page, from a benchmark report (``benchmarks/run.py``).
+
+A report is the JSON ``benchmarks/run.py`` writes: the machine, the size, every timing record
+and one summary row per (benchmark, workload, compared implementation). Runs of size ``small``
+or ``full`` are kept in ``benchmarks/results/`` (committed: the page shows a real run, with its
+machine and date, not the tiny one CI makes to keep the benchmarks working); the page shows
+the largest size there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path("benchmarks") / "results"
+SIZES_SHOWN = ("full", "small")  # preference order of the committed runs
+
+Row = dict[str, Any]
+
+
+def latest_report(root: Path) -> dict[str, Any] | None:
+    """The committed benchmark report the page shows (``full`` if there is one, else ``small``)."""
+    for size in SIZES_SHOWN:
+        path = root / RESULTS / f"{size}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def fmt(v: float | None, spec: str = ".3g") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def table(rows: list[Row]) -> str:
+    """Markdown: one line per row (ratio = the other implementation's time / ntklib's)."""
+    lines = [
+        "| benchmark | workload | ntklib (s) | compared with | its time (s) | ratio (its / ntklib) | agreement | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        note = r.get("note") or (
+            f"{100 * r['matmul_fraction']:.1f} % of matmul peak" if r.get("matmul_fraction") else ""
+        )
+        lines.append(
+            f"| {r['bench']} | {r['workload']} | {fmt(r['ntklib'])} | {r['peer'] or '—'} | "
+            f"{fmt(r['peer_seconds'])} | {fmt(r['ratio'])} | {fmt(r['agreement'], '.1e')} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _worst(rows: list[Row], key: str = "ratio") -> Row | None:
+    rows = [r for r in rows if r.get(key) is not None]
+    return min(rows, key=lambda r: r[key]) if rows else None
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """Each target of the benchmarks issue, evaluated on a report's rows: the worst measured
+    ratio over the sizes it covers, and whether it holds (None: not measured in this run)."""
+    out = []
+
+    def add(name: str, worst: Row | None, value: float | None, holds: bool | None, n: int):
+        where = worst["workload"] if worst else "—"
+        out.append(dict(target=name, worst=value, where=where, holds=holds, rows=n))
+
+    grams = [r for r in rows if r["bench"] == "gram" and (r["peer"] or "").startswith("nt ")]
+    fastest: dict[str, Row] = {}
+    for r in grams:
+        if r["peer_seconds"] is not None:
+            best = fastest.get(r["workload"])
+            if best is None or r["peer_seconds"] < best["peer_seconds"]:
+                fastest[r["workload"]] = r
+    w = _worst(list(fastest.values()))
+    add(
+        "gram: at least as fast as neural-tangents' fastest implementation, every size (ratio >= 1)",
+        w,
+        w and w["ratio"],
+        None if w is None else w["ratio"] >= 1,
+        len(fastest),
+    )
+    jac = [
+        r
+        for r in grams
+        if r["peer"] == "nt jacobian contraction" and r.get("params") and r["params"][1] >= 1024
+    ]
+    w = _worst(jac)
+    add(
+        "gram: at least 5x neural-tangents' Jacobian contraction at width >= 1024",
+        w,
+        w and w["ratio"],
+        None if w is None else w["ratio"] >= 5,
+        len([r for r in jac if r["ratio"] is not None]),
+    )
+    deep = [
+        r for r in rows if r["bench"] == "kernel" and r.get("params") and r["params"][1] >= 1000
+    ]
+    w = _worst(deep)
+    add(
+        "kernel: at least 10x stax's kernel_fn at depth >= 1000",
+        w,
+        w and w["ratio"],
+        None if w is None else w["ratio"] >= 10,
+        len([r for r in deep if r["ratio"] is not None]),
+    )
+    agree = [r for r in deep if r["agreement"] is not None]
+    worst_agree = max(agree, key=lambda r: r["agreement"]) if agree else None
+    add(
+        "kernel: agreement 1e-10 (float64) at depth >= 1000, off the diagonal",
+        worst_agree,
+        worst_agree and worst_agree["agreement"],
+        None if worst_agree is None else worst_agree["agreement"] <= 1e-10,
+        len(agree),
+    )
+    mc = [
+        r
+        for r in rows
+        if r["bench"] == "mc" and r["peer"] == "per-network loop" and r.get("fastest_ntklib")
+    ]
+    w = _worst(mc)
+    add(
+        "mc: at least 20x the per-network loop (ntklib's fastest exact sampler)",
+        w,
+        w and w["ratio"],
+        None if w is None else w["ratio"] >= 20,
+        len(mc),
+    )
+    book = [r for r in rows if r["bench"] == "book"]
+    w = book[0] if book else None
+    frac = w and w["ntklib"] / w["peer_seconds"]
+    add(
+        "book: the no-change rebuild under 10 % of the cold build",
+        w,
+        frac,
+        None if w is None else frac < 0.1,
+        len(book),
+    )
+    return out
+
+
+def targets_table(rows: list[Row]) -> str:
+    lines = ["| target | worst measured | at | holds |", "|---|---|---|---|"]
+    for t in targets(rows):
+        holds = {True: "yes", False: "**no**", None: "not measured"}[t["holds"]]
+        lines.append(f"| {t['target']} | {fmt(t['worst'])} | {t['where']} | {holds} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Time against size for both libraries: NTK Gram at depth 3, infinite-width NTK."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
+    for dt, style in (("float32", "-"), ("float64", "--")):
+        sel = [r for r in grams if r["params"][0] == 3 and r["params"][3] == dt]
+        if not sel:
+            continue
+        batch = min(r["params"][2] for r in sel)
+        sel = [r for r in sel if r["params"][2] == batch]
+        widths = sorted({r["params"][1] for r in sel})
+        ours = {r["params"][1]: r["ntklib"] for r in sel}
+        axes[0].plot(
+            widths, [ours[w] for w in widths], "k" + style, marker="o", label=f"ntklib, {dt}"
+        )
+        for impl in sorted({r["peer"] for r in sel}):
+            theirs = {r["params"][1]: r["peer_seconds"] for r in sel if r["peer"] == impl}
+            axes[0].plot(
+                widths, [theirs.get(w) for w in widths], style, marker=".", label=f"{impl}, {dt}"
+            )
+    axes[0].set(xscale="log", yscale="log", xlabel="width", ylabel="seconds")
+    axes[0].set_title("empirical NTK Gram, depth 3, smallest batch")
+    axes[0].legend(fontsize=7)
+    for act in ("relu", "erf"):
+        sel = [r for r in rows if r["bench"] == "kernel" and r["params"][0] == act]
+        depths = [r["params"][1] for r in sel]
+        axes[1].plot(depths, [r["ntklib"] for r in sel], "o-", label=f"ntklib, {act}")
+        if sel and all(r["peer_seconds"] for r in sel):
+            axes[1].plot(
+                depths, [r["peer_seconds"] for r in sel], "s--", label=f"stax kernel_fn, {act}"
+            )
+    axes[1].set(xscale="log", yscale="log", xlabel="depth", ylabel="seconds")
+    axes[1].set_title("infinite-width NTK")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def page(report: dict[str, Any], image: str) -> str:
+    """The page's generated part: provenance, the targets, the plot, the full table."""
+    envs = "; ".join(r["impl"] for r in report["records"] if r["bench"] == "env")
+    return (
+        f"Measured {report['time']} on {report['machine']} (size `{report['size']}`; {envs}).\n\n"
+        "## Targets\n\n" + targets_table(report["rows"]) + "\n## Time against size\n\n"
+        f"```{{image}} {image}\n:alt: time against size for ntklib and neural-tangents\n```\n\n"
+        "## Every workload\n\n" + table(report["rows"])
+    )
+
+
+def write_page(report: dict[str, Any] | None, generated: Path) -> None:
+    """Write ``performance.md`` (and its plot) into ``generated``, each by write-then-rename."""
+    generated.mkdir(parents=True, exist_ok=True)
+    md = generated / "performance.md"
+    if report is None:
+        text = "No benchmark run is recorded in `benchmarks/results/`: run `make bench`.\n"
+    else:
+        png = generated / "performance.png"
+        tmp_png = generated / ".performance.tmp.png"
+        plot(report["rows"], tmp_png)
+        os.replace(tmp_png, png)
+        text = page(report, f"_generated/{png.name}")
+    tmp = generated / ".performance.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, md)
