@@ -87,7 +87,7 @@ def bench_gram(size, outdir, rates):
             first, t = W.timeit(
                 lambda: nl.ntk_gram_jacobian(net, params, x).block_until_ready(), repeats=1
             )
-            timed.setdefault("jacobian", []).append((wl, first))
+            timed.setdefault("jacobian", []).append((wl, t))
             emit(
                 bench="gram",
                 workload=label,

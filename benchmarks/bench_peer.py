@@ -68,7 +68,7 @@ def bench_gram(size, outdir):
                 nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl)
             )
             first, t = W.timeit(lambda f=f: f(x, None, params).block_until_ready())
-            timed.setdefault(name, []).append((wl, first))
+            timed.setdefault(name, []).append((wl, t))
             tag = name.split()[1]
             np.save(
                 W.result_file(outdir, "gram", wl, tag),

@@ -120,6 +120,23 @@ def diagonal_errors(outdir: Path, wl: tuple) -> str:
     return "diagonal vs exact: " + ", ".join(errs)
 
 
+def reference_errors(outdir: Path, wl: tuple) -> dict[str, float]:
+    """Each library's largest relative error, off the diagonal (256 pairs), against the
+    extended-precision recursion (:func:`workloads.reference_pairs`)."""
+    import numpy as np
+
+    act, depth, batch = wl
+    pairs = W.reference_sample(batch)
+    ref = W.reference_pairs(act, depth, W.inputs(128, "float64")[:batch], pairs)
+    errs = {}
+    for tag in ("ntklib", "nt"):
+        p = W.result_file(outdir, "kernel", wl, tag)
+        if p.exists():
+            got = np.load(p)[pairs[:, 0], pairs[:, 1]].astype(np.longdouble)
+            errs[tag] = float(np.max(np.abs(got - ref) / np.abs(ref)))
+    return errs
+
+
 def machine() -> str:
     """CPU model and core count (the model from /proc/cpuinfo where there is one)."""
     model = platform.processor() or platform.machine()
@@ -161,6 +178,8 @@ def _ratio_row(bench, wl, ours, impl, theirs, agreement=None, **extra):
         peer_seconds=theirs["seconds"],
         ratio=theirs["seconds"] / ours["seconds"],
         agreement=agreement,
+        ntklib_compile=ours.get("compile_seconds"),
+        peer_compile=theirs.get("compile_seconds"),
         **extra,
     )
 
@@ -202,6 +221,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                             ratio=None,
                             agreement=None,
                             note=r["skipped"],
+                            params=params,
                         )
                     )
             if not any(impl.startswith("nt ") for impl in timed) and ours:
@@ -220,6 +240,12 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
         elif bench == "kernel":
             ours, theirs = timed.get("ntklib kernels"), timed.get("nt stax kernel_fn (repeat)")
             params = tuple(ours["params"])
+            ref = reference_errors(outdir, params)
+            vs_ref = ", ".join(
+                f"{name} {ref[tag]:.1e}"
+                for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents"))
+                if tag in ref
+            )
             rows.append(
                 dict(
                     bench=bench,
@@ -229,8 +255,15 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     peer_seconds=theirs and theirs["seconds"],
                     ratio=theirs and theirs["seconds"] / ours["seconds"],
                     agreement=agreement(outdir, bench, params, "nt", off_diagonal=True),
-                    note="agreement off the diagonal; " + diagonal_errors(outdir, params),
+                    ntklib_compile=ours.get("compile_seconds"),
+                    peer_compile=theirs and theirs.get("compile_seconds"),
+                    note="agreement off the diagonal; off the diagonal vs extended precision: "
+                    + vs_ref
+                    + "; "
+                    + diagonal_errors(outdir, params),
                     params=params,
+                    ntklib_error=ref.get("ntklib"),
+                    peer_error=ref.get("nt"),
                 )
             )
         elif bench == "mc":
@@ -280,6 +313,8 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     peer_seconds=naive and naive["seconds"],
                     ratio=naive and naive["seconds"] / ours["seconds"],
                     agreement=agree,
+                    ntklib_compile=ours.get("compile_seconds"),
+                    peer_compile=naive and naive.get("compile_seconds"),
                     note=mem,
                 )
             )

@@ -56,17 +56,20 @@ SIZES = {
 # A Jacobian larger than this is not attempted (reported as skipped, with its size).
 JACOBIAN_BYTES_LIMIT = 4e9
 
-# An implementation is not run on a Gram workload when one of its calls on a smaller workload
-# of the same depth and dtype, scaled by (batch ratio)^2 x (width ratio)^2 (the cost of the
-# Jacobian and NTK-vector-product routes), predicts a first call over this many seconds; it is
-# reported as skipped, with the measurement behind the prediction. The structured routes grow
-# more slowly than that, so the prediction only ever overestimates them.
+# The Gram routes whose cost grows like batch^2 x parameters (Jacobian contraction,
+# NTK-vector products) are not run on a workload when one of their steady-state calls on a
+# smaller workload of the same depth and dtype, scaled by (batch ratio)^2 x (width ratio)^2,
+# predicts more than this many seconds; they are reported as skipped, with the measurement
+# behind the prediction. The structured routes (ntklib's and neural-tangents') always run.
 CALL_BUDGET_S = 60.0
+BUDGETED = ("jacobian", "nt jacobian contraction", "nt ntk-vector products")
 
 
 def over_budget(timed: dict, impl: str, wl: tuple) -> str | None:
     """Why ``impl`` is skipped at Gram workload ``wl``, given ``timed[impl] = [(wl, seconds)]``
-    of its first calls so far; None when it should run."""
+    of its steady-state calls so far; None when it should run."""
+    if impl not in BUDGETED:
+        return None
     depth, width, batch, dt = wl
     for (d, w, b, t), secs in timed.get(impl, []):
         if d == depth and t == dt and width >= w and batch >= b:
@@ -171,3 +174,71 @@ def exact_diagonal(act: str, depth: int, x: np.ndarray) -> np.ndarray:
         q = w2 * v + b2
         theta = q + w2 * vd * theta
     return theta
+
+
+def reference_pairs(
+    act: str,
+    depth: int,
+    x: np.ndarray,
+    pairs: np.ndarray,
+    w_std: float = W_STD,
+    b_std: float = B_STD,
+) -> np.ndarray:
+    """``Theta(x_i, x_j)`` for each row ``(i, j)`` of ``pairs``, from the infinite-width recursion
+    in NumPy extended precision (``longdouble``: 64-bit mantissa on x86, an exponent range that
+    does not overflow here) with the C library's ``atan2``, ``sin``, ``cos``: a reference for
+    both libraries, independent of XLA and of either library's code.
+
+    relu: the angle t = atan2(sqrt(det), s) with det = q1 q2 - s^2 carried from layer to layer
+          (recomputing it from s and q would floor it at eps q^2 and the angle at sqrt(eps)):
+          V = sqrt(q1 q2) J(t) / (2 pi), J = sin t + (pi - t) cos t, Vd = (pi - t) / (2 pi),
+          det' = w^4 (q1 q2 / 4) D (2 - D) + w^2 b^2 ((sqrt q1 - sqrt q2)^2 / 2 + sqrt(q1 q2) D),
+          D = 1 - J / pi = 2 sin^2(t / 2) - (sin t - t cos t) / pi, the last by its series
+          (20 terms) for t < 1;
+    erf:  root = sqrt(1 + 2 (q1 + q2) + 4 det), V = (2/pi) atan2(2 s, root), Vd = (4/pi) / root,
+          with det = q1 q2 - s^2 recomputed (erf's recursion does not drive it to 0 here).
+    """
+    ld = np.longdouble
+    pi = 4 * np.arctan(ld(1))
+    w2, b2 = ld(w_std) ** 2, ld(b_std) ** 2
+    xl = x.astype(ld)
+    q = w2 * np.sum(xl**2, axis=1) / xl.shape[1] + b2
+    i, j = pairs[:, 0], pairs[:, 1]
+    s = w2 * np.sum(xl[i] * xl[j], axis=1) / xl.shape[1] + b2
+    det = np.maximum(q[i] * q[j] - s * s, 0)
+    theta = s.copy()
+    series = [
+        ld((-1) ** (k + 1) * 2 * k) / np.prod(np.arange(1, 2 * k + 2, dtype=ld))
+        for k in range(1, 21)
+    ]
+    for _ in range(depth):
+        q1, q2 = q[i], q[j]
+        r = np.sqrt(q1 * q2)
+        if act == "relu":
+            t = np.arctan2(np.sqrt(det), s)
+            odd = np.where(
+                t < 1,
+                t**3 * sum(c * t ** (2 * k) for k, c in enumerate(series)),
+                np.sin(t) - t * np.cos(t),
+            )
+            d = 2 * np.sin(t / 2) ** 2 - odd / pi
+            v, vd = r * (1 - d) / 2, (pi - t) / (2 * pi)
+            det = w2 * w2 * (q1 * q2 / 4) * d * (2 - d) + w2 * b2 * (
+                (np.sqrt(q1) - np.sqrt(q2)) ** 2 / 2 + r * d
+            )
+            vq = q / 2
+        else:
+            root = np.sqrt(1 + 2 * (q1 + q2) + 4 * np.maximum(q1 * q2 - s * s, 0))
+            v, vd = (2 / pi) * np.arctan2(2 * s, root), (4 / pi) / root
+            vq = (2 / pi) * np.arctan2(2 * q, np.sqrt(1 + 4 * q))
+        s = w2 * v + b2
+        theta = s + w2 * vd * theta
+        q = w2 * vq + b2
+    return theta
+
+
+def reference_sample(batch: int, n: int = 256, seed: int = 2) -> np.ndarray:
+    """``n`` distinct off-diagonal pairs ``(i, j)``, ``i < j``, of a batch (fixed by ``seed``)."""
+    i, j = np.triu_indices(batch, 1)
+    pick = np.random.default_rng(seed).choice(len(i), size=min(n, len(i)), replace=False)
+    return np.stack([i[pick], j[pick]], axis=1)

@@ -1,5 +1,8 @@
 """Infinite-width kernels against closed forms, quadrature and wide random networks."""
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +10,9 @@ import pytest
 
 import ntklib as nl
 from ntklib.kernel_maps import erf_map, quadrature_map, relu_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import workloads  # noqa: E402  (the extended-precision reference the benchmarks use)
 
 
 def _arccos_relu(s12, q1, q2):
@@ -148,3 +154,58 @@ def test_one_batch_upper_triangle_equals_the_two_batch_recursion(key):
             np.testing.assert_allclose(
                 a[:, upper[0], upper[1]], b[:, upper[0], upper[1]], rtol=1e-12
             )
+
+
+def _naive_extended(x, pairs, depth, w, b):
+    """ReLU NTK of pairs in NumPy longdouble, recomputing q1 q2 - s^2 every layer (accurate to
+    about sqrt(1.1e-19) in the angle, enough at the depths it is used at here)."""
+    ld = np.longdouble
+    pi = 4 * np.arctan(ld(1))
+    w2, b2 = ld(w) ** 2, ld(b) ** 2
+    xl = np.asarray(x).astype(ld)
+    q = w2 * np.sum(xl**2, 1) / xl.shape[1] + b2
+    i, j = pairs[:, 0], pairs[:, 1]
+    s = w2 * np.sum(xl[i] * xl[j], 1) / xl.shape[1] + b2
+    theta = s.copy()
+    for _ in range(depth):
+        r = np.sqrt(q[i] * q[j])
+        t = np.arccos(np.clip(s / r, -1, 1))
+        s = w2 * r * (np.sin(t) + (pi - t) * np.cos(t)) / (2 * pi) + b2
+        theta = s + w2 * (pi - t) / (2 * pi) * theta
+        q = w2 * q / 2 + b2
+    return theta
+
+
+@pytest.mark.parametrize(
+    "w, b, depth",
+    [(1.4, 0.1, 10_000), (1.2, 0.5, 3000), (2**0.5, 0.0, 2000), (1.6, 0.3, 1000)],
+)
+def test_relu_recursion_keeps_its_digits_where_correlations_reach_one(w, b, depth):
+    # Deep ReLU recursions drive every correlation to 1. Recomputing q1 q2 - s^2 from rounded
+    # values there turns a rounding eps into an angle error sqrt(eps): the previous ntklib (and
+    # neural-tangents) were off by 2.5e-9 at depth 1000 and 1.3e-6 at depth 10^4 (first case).
+    # ntklib carries the determinant; the reference does the same in extended precision.
+    # Tolerance: float64 rounding accumulated over the layers (measured 1.2e-15 ... 1.6e-11).
+    x = workloads.inputs(64, "float64")
+    pairs = workloads.reference_sample(64, 200)
+    ref = workloads.reference_pairs("relu", depth, x, pairs, w, b)
+    got = np.asarray(
+        nl.kernels(jnp.asarray(x), depth=depth, activation="relu", w_std=w, b_std=b).ntk
+    )
+    rel = np.abs(got[pairs[:, 0], pairs[:, 1]] - ref) / np.abs(ref)
+    assert float(rel.max()) < 1e-10
+
+
+def test_relu_reference_and_library_against_the_textbook_recursion():
+    # the textbook arc-cosine recursion, in extended precision, where it is still accurate
+    # (depth 300: its angle floor sqrt(1e-19) costs < 1e-12 here)
+    x = workloads.inputs(32, "float64")
+    pairs = workloads.reference_sample(32, 100)
+    for w, b in ((1.4, 0.1), (2**0.5, 0.0), (1.6, 0.3)):
+        textbook = _naive_extended(x, pairs, 300, w, b)
+        ref = workloads.reference_pairs("relu", 300, x, pairs, w, b)
+        got = np.asarray(
+            nl.kernels(jnp.asarray(x), depth=300, activation="relu", w_std=w, b_std=b).ntk
+        )[pairs[:, 0], pairs[:, 1]]
+        assert float(np.max(np.abs(ref - textbook) / np.abs(textbook))) < 1e-11
+        assert float(np.max(np.abs(got - textbook) / np.abs(textbook))) < 1e-11
