@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import ntklib as nl  # noqa: E402
+from ntklib import trig  # noqa: E402
 from ntklib.hierarchy import k3, k3_hessian  # noqa: E402
 from ntklib.sweep import ntk_diagonal_mc  # noqa: E402
 
@@ -98,10 +100,9 @@ def bench_gram(size, outdir, rates):
 
 
 def bench_kernel(size, outdir):
-    x = jnp.asarray(W.inputs(128, "float64"))
     for wl in W.SIZES[size]["kernel"]:
         act, depth, batch = wl
-        xb = x[:batch]
+        xb = jnp.asarray(W.inputs(batch, "float64"))
 
         def run(act=act, depth=depth, xb=xb):
             return nl.kernels(
@@ -118,6 +119,29 @@ def bench_kernel(size, outdir):
             seconds=t,
             compile_seconds=first - t,
         )
+        # A floor for any recursion of this kind: one inverse trigonometric function per kernel
+        # entry (the packed upper triangle) and layer, and nothing else.
+        entries = batch * (batch + 1) // 2
+        _, t_floor = W.timeit(lambda: atan2_floor(entries, depth).block_until_ready())
+        emit(
+            bench="kernel-floor",
+            workload=W.label("kernel", wl),
+            impl="one ntklib.trig.atan2 per entry and layer",
+            seconds=t_floor,
+            entries=entries,
+        )
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def atan2_floor(entries: int, depth: int) -> jax.Array:
+    """``depth`` rounds of ``t <- atan2(d, t)`` on ``entries`` values (a lax.scan, as the
+    recursion): the cost of the one transcendental function each entry needs per layer."""
+    d = jnp.linspace(0.1, 1.0, entries)
+
+    def step(t, _):
+        return trig.atan2(d, t), None
+
+    return jax.lax.scan(step, d, None, length=depth)[0]
 
 
 def bench_mc(size, outdir):

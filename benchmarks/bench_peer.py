@@ -78,7 +78,6 @@ def bench_gram(size, outdir):
 
 
 def bench_kernel(size, outdir):
-    x = jnp.asarray(W.inputs(128, "float64"))
     for wl in W.SIZES[size]["kernel"]:
         act, depth, batch = wl
         nonlin = stax.Relu() if act == "relu" else stax.Erf()
@@ -87,7 +86,7 @@ def bench_kernel(size, outdir):
         body = block if depth == 1 else stax.serial(block, stax.repeat(block, depth - 1))
         _, _, kernel_fn = stax.serial(body, stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD))
         kfn = jax.jit(kernel_fn, static_argnames="get")
-        xb = x[:batch]
+        xb = jnp.asarray(W.inputs(batch, "float64"))
         first, t = W.timeit(lambda kfn=kfn, xb=xb: kfn(xb, None, get="ntk").block_until_ready())
         np.save(W.result_file(outdir, "kernel", wl, "nt"), np.asarray(kfn(xb, None, get="ntk")))
         emit(

@@ -109,7 +109,7 @@ def diagonal_errors(outdir: Path, wl: tuple) -> str:
 
     act, depth, batch = wl
     with np.errstate(over="ignore", invalid="ignore"):
-        exact = W.exact_diagonal(act, depth, W.inputs(128, "float64")[:batch])
+        exact = W.exact_diagonal(act, depth, W.inputs(batch, "float64"))
     if not np.all(np.isfinite(exact)):
         return "the exact diagonal overflows float64 here (the NTK grows exponentially with depth)"
     errs = []
@@ -127,7 +127,7 @@ def reference_errors(outdir: Path, wl: tuple) -> dict[str, float]:
 
     act, depth, batch = wl
     pairs = W.reference_sample(batch)
-    ref = W.reference_pairs(act, depth, W.inputs(128, "float64")[:batch], pairs)
+    ref = W.reference_pairs(act, depth, W.inputs(batch, "float64"), pairs)
     errs = {}
     for tag in ("ntklib", "nt"):
         p = W.result_file(outdir, "kernel", wl, tag)
@@ -246,6 +246,20 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents"))
                 if tag in ref
             )
+            floor = next(
+                (
+                    r["seconds"]
+                    for r in records
+                    if r["bench"] == "kernel-floor" and r["workload"] == wl
+                ),
+                None,
+            )
+            floor_note = (
+                ""
+                if floor is None
+                else f"; floor (one atan2 per entry and layer, nothing else) {floor:.3g} s"
+                + (f" = stax / {theirs['seconds'] / floor:.1f}" if theirs else "")
+            )
             rows.append(
                 dict(
                     bench=bench,
@@ -260,10 +274,12 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     note="agreement off the diagonal; off the diagonal vs extended precision: "
                     + vs_ref
                     + "; "
-                    + diagonal_errors(outdir, params),
+                    + diagonal_errors(outdir, params)
+                    + floor_note,
                     params=params,
                     ntklib_error=ref.get("ntklib"),
                     peer_error=ref.get("nt"),
+                    floor_seconds=floor,
                 )
             )
         elif bench == "mc":
