@@ -184,6 +184,11 @@ def _ratio_row(bench, wl, ours, impl, theirs, agreement=None, **extra):
     )
 
 
+def _companion(records: list[dict], bench: str, wl: str, key: str):
+    """``key`` of the record of ``bench`` made for workload ``wl`` (None if there is none)."""
+    return next((r[key] for r in records if r["bench"] == bench and r["workload"] == wl), None)
+
+
 def summarize(records: list[dict], outdir: Path) -> list[dict]:
     """One row per (benchmark, workload): ntklib time, peer time, ratio, agreement."""
     rows = []
@@ -246,14 +251,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents"))
                 if tag in ref
             )
-            floor = next(
-                (
-                    r["seconds"]
-                    for r in records
-                    if r["bench"] == "kernel-floor" and r["workload"] == wl
-                ),
-                None,
-            )
+            floor = _companion(records, "kernel-floor", wl, "seconds")
             floor_note = (
                 ""
                 if floor is None
@@ -307,14 +305,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
             ours = timed["ntklib k3 (jvp, contract as you go)"]
             naive = timed.get("naive full-Hessian contraction")
             skipped = next((r["skipped"] for r in rs if "skipped" in r), "")
-            agree = next(
-                (
-                    r["value"]
-                    for r in records
-                    if r["bench"] == "k3-agreement" and r["workload"] == wl
-                ),
-                None,
-            )
+            agree = _companion(records, "k3-agreement", wl, "value")
             mem = (
                 f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB vs {naive['peak_bytes'] / 1e6:.2f} MB"
                 if naive and ours.get("peak_bytes") and naive.get("peak_bytes")
