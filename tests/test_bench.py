@@ -35,6 +35,8 @@ def test_benchmarks_run_and_agree_at_tiny_size(tmp_path):
             assert "peak memory" in r["note"]
         if r["bench"] == "mc":
             assert r["ntklib"] > 0 and "networks/s" in r["note"]
+        if r["bench"] == "kernel":  # the floor it is judged against was measured with it
+            assert r["floor_seconds"] > 0 and "floor" in r["note"]
     if with_peer:
         peers = {r["peer"] for r in rows if r["bench"] == "gram"}
         assert {
