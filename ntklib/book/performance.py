@@ -179,20 +179,26 @@ def plot(rows: list[Row], path: Path) -> None:
     axes[0].set(xscale="log", yscale="log", xlabel="width", ylabel="seconds")
     axes[0].set_title("empirical NTK Gram, depth 3, smallest batch")
     axes[0].legend(fontsize=7)
+    kernels = [r for r in rows if r["bench"] == "kernel"]
+    batch = min((r["params"][2] for r in kernels), default=None)
     for act in ("relu", "erf"):
-        sel = [
-            r
-            for r in rows
-            if r["bench"] == "kernel" and r["params"][0] == act and r["params"][2] == 128
-        ]
+        sel = [r for r in kernels if r["params"][0] == act and r["params"][2] == batch]
         depths = [r["params"][1] for r in sel]
         axes[1].plot(depths, [r["ntklib"] for r in sel], "o-", label=f"ntklib, {act}")
         if sel and all(r["peer_seconds"] for r in sel):
             axes[1].plot(
                 depths, [r["peer_seconds"] for r in sel], "s--", label=f"stax kernel_fn, {act}"
             )
+        if sel and all(r.get("floor_seconds") for r in sel):
+            axes[1].plot(
+                depths,
+                [r["floor_seconds"] for r in sel],
+                ":",
+                color="grey",
+                label=f"floor: one atan2 per entry and layer, {act}",
+            )
     axes[1].set(xscale="log", yscale="log", xlabel="depth", ylabel="seconds")
-    axes[1].set_title("infinite-width NTK, batch 128")
+    axes[1].set_title(f"infinite-width NTK, batch {batch}")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
