@@ -77,6 +77,11 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         n = len([r for r in candidates if r["ratio"] is not None])
         add(name, w, w and w["ratio"], None if w is None else w["ratio"] >= minimum, n)
 
+    def at_most(name: str, candidates: list[Row], key: str, maximum: float):
+        measured = [r for r in candidates if r.get(key) is not None]
+        w = max(measured, key=lambda r: r[key]) if measured else None
+        add(name, w, w and w[key], None if w is None else w[key] <= maximum, len(measured))
+
     grams = [r for r in rows if r["bench"] == "gram" and (r["peer"] or "").startswith("nt ")]
     fastest: dict[str, Row] = {}
     for r in grams:
@@ -103,26 +108,20 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         r for r in rows if r["bench"] == "kernel" and r.get("params") and r["params"][1] >= 1000
     ]
     at_least("kernel: at least 10x stax's kernel_fn at depth >= 1000", deep, 10)
-    agree = [r for r in deep if r["agreement"] is not None]
-    worst_agree = max(agree, key=lambda r: r["agreement"]) if agree else None
-    add(
+    at_most(
         "kernel: agreement 1e-10 (float64) at depth >= 1000, off the diagonal",
-        worst_agree,
-        worst_agree and worst_agree["agreement"],
-        None if worst_agree is None else worst_agree["agreement"] <= 1e-10,
-        len(agree),
+        deep,
+        "agreement",
+        1e-10,
     )
     # Which library is off when they disagree: each against the same recursion in extended
     # precision (benchmarks/workloads.py:reference_pairs), on the same pairs.
     for key, who in (("ntklib_error", "ntklib"), ("peer_error", "neural-tangents")):
-        errs = [r for r in deep if r.get(key) is not None]
-        worst = max(errs, key=lambda r: r[key]) if errs else None
-        add(
+        at_most(
             f"kernel: {who} within 1e-10 of the extended-precision recursion at depth >= 1000",
-            worst,
-            worst and worst[key],
-            None if worst is None else worst[key] <= 1e-10,
-            len(errs),
+            deep,
+            key,
+            1e-10,
         )
     mc = [r for r in rows if r["bench"] == "mc" and r["peer"] == "per-network loop"]
     at_least(
