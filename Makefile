@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 ## make book: set up .venv, run every chapter at PROFILE (default quick), build _build/html
 book: $(STAMP)
-	$(PY) -m ntklib.book build --profile $(PROFILE)
+	$(PY) -m ntkbook build --profile $(PROFILE)
 
 ## make test: set up .venv, run the test suite
 test: $(STAMP)

@@ -17,9 +17,10 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 import ntklib as nl  # noqa: E402
+from ntkbook.params import available_memory  # noqa: E402
 from ntklib import trig  # noqa: E402
+from ntklib.empirical import ntk_diagonal_mc  # noqa: E402
 from ntklib.hierarchy import k3, k3_hessian  # noqa: E402
-from ntklib.sweep import ntk_diagonal_mc  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workloads as W  # noqa: E402
@@ -31,17 +32,6 @@ def emit(**rec):
 
 def params_from(depth, width, dtype):
     return [(jnp.asarray(w.T), jnp.asarray(b)) for w, b in W.weights(depth, width, dtype)]
-
-
-def available_memory() -> float:
-    """Bytes of memory available now (MemAvailable), or 8 GB where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8e9
 
 
 def matmul_rate(n: int) -> dict[str, float]:
@@ -87,7 +77,8 @@ def bench_gram(size, outdir, rates):
         jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
         if jac_bytes <= W.JACOBIAN_BYTES_LIMIT and not W.over_budget(timed, "jacobian", wl):
             first, t = W.timeit(
-                lambda: nl.ntk_gram_jacobian(net, params, x).block_until_ready(), repeats=1
+                lambda: nl.ntk(net, params, x, implementation="jacobian").block_until_ready(),
+                repeats=1,
             )
             timed.setdefault("jacobian", []).append((wl, t))
             emit(
@@ -198,7 +189,7 @@ def bench_k3(size, outdir):
         ):
             mem = fn.lower(net, params, x).compile().memory_analysis()
             peak = None if mem is None else int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
-            if peak is not None and peak > 0.5 * available_memory():
+            if peak is not None and peak > 0.5 * (available_memory() or 8e9):
                 emit(
                     bench="k3",
                     workload=label,

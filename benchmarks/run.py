@@ -32,13 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".peer-venv"
 PEER_PINS = ["neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2", "scipy<1.13"]
 sys.path.insert(0, str(Path(__file__).parent))
 import workloads as W  # noqa: E402
 
-from ntklib.book import performance  # noqa: E402
+from ntkbook import performance  # noqa: E402
 
 
 def peer_python() -> Path:
@@ -91,8 +93,6 @@ def agreement(
     outdir: Path, bench: str, wl: tuple, peer_tag: str, off_diagonal: bool = False
 ) -> float | None:
     """Max relative difference of the two results (off the diagonal only, if asked)."""
-    import numpy as np
-
     a, b = W.result_file(outdir, bench, wl, "ntklib"), W.result_file(outdir, bench, wl, peer_tag)
     if not (a.exists() and b.exists()):
         return None
@@ -105,8 +105,6 @@ def agreement(
 
 def diagonal_errors(outdir: Path, wl: tuple) -> str:
     """Each library's relative error on the diagonal against the exact one-variable recursion."""
-    import numpy as np
-
     act, depth, batch = wl
     with np.errstate(over="ignore", invalid="ignore"):
         exact = W.exact_diagonal(act, depth, W.inputs(batch, "float64"))
@@ -123,8 +121,6 @@ def diagonal_errors(outdir: Path, wl: tuple) -> str:
 def reference_errors(outdir: Path, wl: tuple) -> dict[str, float]:
     """Each library's largest relative error, off the diagonal (256 pairs), against the
     extended-precision recursion (:func:`workloads.reference_pairs`)."""
-    import numpy as np
-
     act, depth, batch = wl
     pairs = W.reference_sample(batch)
     ref = W.reference_pairs(act, depth, W.inputs(batch, "float64"), pairs)
@@ -150,7 +146,7 @@ def machine() -> str:
 
 
 def bench_book(profile: str) -> list[dict]:
-    cmd = [sys.executable, "-m", "ntklib.book", "build", "--profile", profile]
+    cmd = [sys.executable, "-m", "ntkbook", "build", "--profile", profile]
     out = []
     for label, extra in (("cold (--force)", ["--force"]), ("nothing changed", [])):
         t0 = time.perf_counter()
@@ -189,142 +185,165 @@ def _companion(records: list[dict], bench: str, wl: str, key: str):
     return next((r[key] for r in records if r["bench"] == bench and r["workload"] == wl), None)
 
 
-def summarize(records: list[dict], outdir: Path) -> list[dict]:
-    """One row per (benchmark, workload): ntklib time, peer time, ratio, agreement."""
+def _gram_rows(
+    bench: str, wl: str, rs: list[dict], records: list[dict], outdir: Path
+) -> list[dict]:
+    """NTK Gram: ntklib's structured route against each neural-tangents route (or skipped)."""
+    timed = {r["impl"]: r for r in rs if "seconds" in r}
     rows = []
-    by = {}
-    for r in records:
-        by.setdefault((r["bench"], r["workload"]), []).append(r)
-    for (bench, wl), rs in by.items():
-        timed = {r["impl"]: r for r in rs if "seconds" in r}
-        if bench == "gram":
-            ours = timed.get("ntklib structured")
-            params = tuple(ours["params"])
-            for impl, r in timed.items():
-                if impl.startswith("nt "):
-                    rows.append(
-                        _ratio_row(
-                            bench,
-                            wl,
-                            ours,
-                            impl,
-                            r,
-                            agreement=agreement(outdir, bench, params, impl.split()[1]),
-                            params=params,
-                            matmul_fraction=ours.get("matmul_fraction"),
-                        )
-                    )
-            for r in rs:
-                if "skipped" in r:
-                    rows.append(
-                        dict(
-                            bench=bench,
-                            workload=wl,
-                            ntklib=ours["seconds"],
-                            peer=r["impl"],
-                            peer_seconds=None,
-                            ratio=None,
-                            agreement=None,
-                            note=r["skipped"],
-                            params=params,
-                        )
-                    )
-            if not any(impl.startswith("nt ") for impl in timed) and ours:
-                rows.append(
-                    dict(
-                        bench=bench,
-                        workload=wl,
-                        ntklib=ours["seconds"],
-                        peer=None,
-                        peer_seconds=None,
-                        ratio=None,
-                        agreement=None,
-                        matmul_fraction=ours.get("matmul_fraction"),
-                    )
-                )
-        elif bench == "kernel":
-            ours, theirs = timed.get("ntklib kernels"), timed.get("nt stax kernel_fn (repeat)")
-            params = tuple(ours["params"])
-            ref = reference_errors(outdir, params)
-            vs_ref = ", ".join(
-                f"{name} {ref[tag]:.1e}"
-                for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents"))
-                if tag in ref
-            )
-            floor = _companion(records, "kernel-floor", wl, "seconds")
-            floor_note = (
-                ""
-                if floor is None
-                else f"; floor (one atan2 per entry and layer, nothing else) {floor:.3g} s"
-                + (f" = stax / {theirs['seconds'] / floor:.1f}" if theirs else "")
-            )
+    ours = timed.get("ntklib structured")
+    params = tuple(ours["params"])
+    for impl, r in timed.items():
+        if impl.startswith("nt "):
             rows.append(
-                dict(
-                    bench=bench,
-                    workload=wl,
-                    ntklib=ours["seconds"],
-                    peer=theirs and theirs["impl"],
-                    peer_seconds=theirs and theirs["seconds"],
-                    ratio=theirs and theirs["seconds"] / ours["seconds"],
-                    agreement=agreement(outdir, bench, params, "nt", off_diagonal=True),
-                    ntklib_compile=ours.get("compile_seconds"),
-                    peer_compile=theirs and theirs.get("compile_seconds"),
-                    note="agreement off the diagonal; off the diagonal vs extended precision: "
-                    + vs_ref
-                    + "; "
-                    + diagonal_errors(outdir, params)
-                    + floor_note,
+                _ratio_row(
+                    bench,
+                    wl,
+                    ours,
+                    impl,
+                    r,
+                    agreement=agreement(outdir, bench, params, impl.split()[1]),
                     params=params,
-                    ntklib_error=ref.get("ntklib"),
-                    peer_error=ref.get("nt"),
-                    floor_seconds=floor,
+                    matmul_fraction=ours.get("matmul_fraction"),
                 )
             )
-        elif bench == "mc":
-            mine = {
-                "scalar chain": timed.get("ntklib scalar chain (ntklib.finite, exact in law)"),
-                "real networks, vmap": timed.get("ntklib vmap (sharded)"),
-            }
-            fastest = min((r["seconds"] for r in mine.values() if r), default=None)
-            for name, ours in mine.items():
-                for impl in ("per-network loop", "nt empirical NTK in vmap"):
-                    if ours and impl in timed:
-                        note = f"ntklib {name}: {ours['networks_per_s']:.0f} networks/s"
-                        rows.append(
-                            _ratio_row(
-                                bench,
-                                wl,
-                                ours,
-                                impl,
-                                timed[impl],
-                                note=note,
-                                fastest_ntklib=ours["seconds"] == fastest,
-                            )
-                        )
-        elif bench == "k3":
-            ours = timed["ntklib k3 (jvp, contract as you go)"]
-            naive = timed.get("naive full-Hessian contraction")
-            skipped = next((r["skipped"] for r in rs if "skipped" in r), "")
-            agree = _companion(records, "k3-agreement", wl, "value")
-            mem = (
-                f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB vs {naive['peak_bytes'] / 1e6:.2f} MB"
-                if naive and ours.get("peak_bytes") and naive.get("peak_bytes")
-                else f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB; naive route {skipped}"
-            )
+    for r in rs:
+        if "skipped" in r:
             rows.append(
                 dict(
                     bench=bench,
                     workload=wl,
                     ntklib=ours["seconds"],
-                    peer="naive full-Hessian contraction",
-                    peer_seconds=naive and naive["seconds"],
-                    ratio=naive and naive["seconds"] / ours["seconds"],
-                    agreement=agree,
-                    ntklib_compile=ours.get("compile_seconds"),
-                    peer_compile=naive and naive.get("compile_seconds"),
-                    note=mem,
+                    peer=r["impl"],
+                    peer_seconds=None,
+                    ratio=None,
+                    agreement=None,
+                    note=r["skipped"],
+                    params=params,
                 )
             )
+    if not any(impl.startswith("nt ") for impl in timed) and ours:
+        rows.append(
+            dict(
+                bench=bench,
+                workload=wl,
+                ntklib=ours["seconds"],
+                peer=None,
+                peer_seconds=None,
+                ratio=None,
+                agreement=None,
+                matmul_fraction=ours.get("matmul_fraction"),
+            )
+        )
+    return rows
+
+
+def _kernel_rows(
+    bench: str, wl: str, rs: list[dict], records: list[dict], outdir: Path
+) -> list[dict]:
+    """Infinite-width NTK: ntklib against stax, both against the extended-precision reference."""
+    timed = {r["impl"]: r for r in rs if "seconds" in r}
+    rows = []
+    ours, theirs = timed.get("ntklib kernels"), timed.get("nt stax kernel_fn (repeat)")
+    params = tuple(ours["params"])
+    ref = reference_errors(outdir, params)
+    vs_ref = ", ".join(
+        f"{name} {ref[tag]:.1e}"
+        for tag, name in (("ntklib", "ntklib"), ("nt", "neural-tangents"))
+        if tag in ref
+    )
+    floor = _companion(records, "kernel-floor", wl, "seconds")
+    floor_note = (
+        ""
+        if floor is None
+        else f"; floor (one atan2 per entry and layer, nothing else) {floor:.3g} s"
+        + (f" = stax / {theirs['seconds'] / floor:.1f}" if theirs else "")
+    )
+    rows.append(
+        dict(
+            bench=bench,
+            workload=wl,
+            ntklib=ours["seconds"],
+            peer=theirs and theirs["impl"],
+            peer_seconds=theirs and theirs["seconds"],
+            ratio=theirs and theirs["seconds"] / ours["seconds"],
+            agreement=agreement(outdir, bench, params, "nt", off_diagonal=True),
+            ntklib_compile=ours.get("compile_seconds"),
+            peer_compile=theirs and theirs.get("compile_seconds"),
+            note="agreement off the diagonal; off the diagonal vs extended precision: "
+            + vs_ref
+            + "; "
+            + diagonal_errors(outdir, params)
+            + floor_note,
+            params=params,
+            ntklib_error=ref.get("ntklib"),
+            peer_error=ref.get("nt"),
+            floor_seconds=floor,
+        )
+    )
+    return rows
+
+
+def _mc_rows(bench: str, wl: str, rs: list[dict], records: list[dict], outdir: Path) -> list[dict]:
+    """Monte Carlo of K(x, x): each ntklib sampler against the per-network loop and nt."""
+    timed = {r["impl"]: r for r in rs if "seconds" in r}
+    rows = []
+    mine = {
+        "scalar chain": timed.get("ntklib scalar chain (ntklib.finite, exact in law)"),
+        "real networks, vmap": timed.get("ntklib vmap (sharded)"),
+    }
+    fastest = min((r["seconds"] for r in mine.values() if r), default=None)
+    for name, ours in mine.items():
+        for impl in ("per-network loop", "nt empirical NTK in vmap"):
+            if ours and impl in timed:
+                note = f"ntklib {name}: {ours['networks_per_s']:.0f} networks/s"
+                rows.append(
+                    _ratio_row(
+                        bench,
+                        wl,
+                        ours,
+                        impl,
+                        timed[impl],
+                        note=note,
+                        fastest_ntklib=ours["seconds"] == fastest,
+                    )
+                )
+    return rows
+
+
+def _k3_rows(bench: str, wl: str, rs: list[dict], records: list[dict], outdir: Path) -> list[dict]:
+    """K3: ntklib's nested jvp against the naive full-Hessian contraction."""
+    timed = {r["impl"]: r for r in rs if "seconds" in r}
+    rows = []
+    ours = timed["ntklib k3 (jvp, contract as you go)"]
+    naive = timed.get("naive full-Hessian contraction")
+    skipped = next((r["skipped"] for r in rs if "skipped" in r), "")
+    agree = _companion(records, "k3-agreement", wl, "value")
+    mem = (
+        f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB vs {naive['peak_bytes'] / 1e6:.2f} MB"
+        if naive and ours.get("peak_bytes") and naive.get("peak_bytes")
+        else f"peak memory {ours['peak_bytes'] / 1e6:.2f} MB; naive route {skipped}"
+    )
+    rows.append(
+        dict(
+            bench=bench,
+            workload=wl,
+            ntklib=ours["seconds"],
+            peer="naive full-Hessian contraction",
+            peer_seconds=naive and naive["seconds"],
+            ratio=naive and naive["seconds"] / ours["seconds"],
+            agreement=agree,
+            ntklib_compile=ours.get("compile_seconds"),
+            peer_compile=naive and naive.get("compile_seconds"),
+            note=mem,
+        )
+    )
+    return rows
+
+
+def _book_rows(records: list[dict]) -> list[dict]:
+    """The book's cold build against a no-change rebuild."""
+    rows = []
     book = [r for r in records if r["bench"] == "book"]
     if len(book) == 2:
         rows.append(
@@ -339,7 +358,24 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                 note=f"no-change rebuild is {100 * book[1]['seconds'] / book[0]['seconds']:.1f} % of the cold build",
             )
         )
+
     return rows
+
+
+_ROW_BUILDERS = {"gram": _gram_rows, "kernel": _kernel_rows, "mc": _mc_rows, "k3": _k3_rows}
+
+
+def summarize(records: list[dict], outdir: Path) -> list[dict]:
+    """One row per (benchmark, workload, compared implementation): ntklib time, the other's
+    time, ratio, agreement (one row builder per benchmark), then the book's build row."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        by.setdefault((r["bench"], r["workload"]), []).append(r)
+    rows = []
+    for (bench, wl), rs in by.items():
+        if bench in _ROW_BUILDERS:
+            rows += _ROW_BUILDERS[bench](bench, wl, rs, records, outdir)
+    return rows + _book_rows(records)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,7 @@ neural-tangents compute on the same numbers and their results can be compared.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,8 +148,6 @@ def timeit(fn, repeats: int = 3) -> tuple[float, float]:
 
     Calls taking over a second are repeated once only: their timing noise is small anyway.
     """
-    import time
-
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0

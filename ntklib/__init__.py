@@ -1,20 +1,41 @@
-"""ntklib: networks, empirical and infinite-width NTKs for the NTK depth/width compendium."""
+"""ntklib: networks, empirical and infinite-width NTKs, and the theory of their depth and width.
 
-from ntklib import depth, eoc, finite, narrow, nth, ode
-from ntklib.activations import ACTIVATIONS, get_activation
+The names below are the public API (``nl.ntk``, ``nl.kernels``, ...); the submodules hold the
+rest of each paper's mathematics: :mod:`ntklib.depth` and :mod:`ntklib.eoc` (large depth, the
+Edge of Chaos), :mod:`ntklib.finite` (exact finite-width moments), :mod:`ntklib.hierarchy` and
+:mod:`ntklib.nth` (the neural tangent hierarchy), :mod:`ntklib.narrow` (deep narrow networks),
+:mod:`ntklib.ode`, :mod:`ntklib.stats`, :mod:`ntklib.sweep`, :mod:`ntklib.trig`.
+"""
+
+from ntklib import (
+    depth,
+    eoc,
+    finite,
+    hierarchy,
+    keys,
+    narrow,
+    nth,
+    ode,
+    stats,
+    sweep,
+    trig,
+)
+from ntklib.activations import ACTIVATIONS, HOMOGENEOUS, get_activation
 from ntklib.empirical import (
     layer_signals,
+    ntk,
     ntk_diagonal,
+    ntk_diagonal_mc,
     ntk_gram,
-    ntk_gram_jacobian,
     ntk_gram_mc,
 )
-from ntklib.hierarchy import hierarchy, k3, k3_hessian, k4, k4_hessian
+from ntklib.hierarchy import k3, k4, kernel_hierarchy
 from ntklib.infinite import Kernels, kernels
 from ntklib.kernel_maps import kernel_map
+from ntklib.keys import grid_key, named_keys
 from ntklib.mlp import MLP, apply, forward, init, mlp
-from ntklib.report import check, save_figure
 from ntklib.stats import (
+    LineFit,
     bootstrap_ci,
     fit_line,
     fit_power_law,
@@ -22,51 +43,67 @@ from ntklib.stats import (
     mean_and_se,
     moment_ratio,
 )
-from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
-from ntklib.train import descend, gradient_descent, gradient_flow, kernel_descent
+from ntklib.sweep import map_keys, map_points
+from ntklib.train import (
+    DescentResult,
+    FlowResult,
+    TrainResult,
+    descend,
+    gradient_descent,
+    gradient_flow,
+    kernel_descent,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
-    "MLP",
+    "DescentResult",
+    "FlowResult",
+    "HOMOGENEOUS",
     "Kernels",
+    "LineFit",
+    "MLP",
+    "TrainResult",
     "apply",
-    "forward",
-    "get_activation",
-    "init",
-    "kernel_map",
-    "kernels",
-    "layer_signals",
-    "mlp",
-    "ntk_diagonal",
-    "ntk_gram",
-    "ntk_gram_jacobian",
-    "ntk_gram_mc",
-    "check",
-    "save_figure",
+    "bootstrap_ci",
+    "depth",
+    "descend",
+    "eoc",
+    "finite",
     "fit_line",
     "fit_power_law",
     "fit_power_law_samples",
-    "mean_and_se",
-    "moment_ratio",
-    "bootstrap_ci",
-    "depth",
-    "eoc",
-    "finite",
-    "descend",
+    "forward",
+    "get_activation",
     "gradient_descent",
-    "kernel_descent",
-    "narrow",
     "gradient_flow",
+    "grid_key",
     "hierarchy",
+    "init",
     "k3",
-    "k3_hessian",
     "k4",
-    "k4_hessian",
-    "nth",
-    "ode",
+    "kernel_descent",
+    "kernel_hierarchy",
+    "kernel_map",
+    "kernels",
+    "keys",
+    "layer_signals",
     "map_keys",
+    "map_points",
+    "mean_and_se",
+    "mlp",
+    "moment_ratio",
+    "named_keys",
+    "narrow",
+    "nth",
+    "ntk",
+    "ntk_diagonal",
     "ntk_diagonal_mc",
+    "ntk_gram",
+    "ntk_gram_mc",
+    "ode",
+    "stats",
     "sweep",
+    "trig",
 ]

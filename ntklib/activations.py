@@ -25,6 +25,10 @@ ACTIVATIONS: dict[str, Activation] = {
     "swish": jax.nn.swish,
 }
 
+HOMOGENEOUS = ("relu", "identity")
+"""Positively homogeneous activations, ``phi(a x) = a phi(x)`` for ``a > 0``: their kernel maps
+commute with scaling, ``V(t Sigma) = t V(Sigma)`` and ``Vd(t Sigma) = Vd(Sigma)``."""
+
 
 def get_activation(name: str) -> Activation:
     """Return the activation called ``name``; raise ``ValueError`` listing the known ones."""

@@ -42,14 +42,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import optimize
 
-from ntklib import eoc
+from ntklib import _checks, eoc
+from ntklib.activations import HOMOGENEOUS, get_activation
 from ntklib.kernel_maps import kernel_map
 
 RELU_LIKE = ("relu",)  # activations treated as piecewise linear in the rates below
-
-
-HOMOGENEOUS = ("relu", "identity")  # V(t Sigma) = t V(Sigma), Vd(t Sigma) = Vd(Sigma), t > 0
 
 
 class ResNetKernels(NamedTuple):
@@ -91,8 +90,7 @@ def resnet_kernels(
     the scaling); other activations keep ``log_scale = 0``, and their kernels grow without
     bound. Float64.
     """
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    _checks.integer("depth", depth)
     kmap = kernel_map(activation, method, n_quad)
     rescale = activation in HOMOGENEOUS
     symmetric = x2 is None
@@ -166,8 +164,6 @@ def inputs_at_q(n_points: int, in_dim: int, q: float, w_std: float, b_std: float
 def _map_derivative_at_one(activation: str, w_std: float, b_std: float, k: int, q: float) -> float:
     """``f^{(k)}(1) = sigma_w^2 q^{k-1} E[phi^{(k)}(sqrt(q) Z)^2]`` (the k-th derivative of
     the correlation map at 1)."""
-    from ntklib.activations import get_activation
-
     phi = get_activation(activation)
     g = phi
     for _ in range(k):
@@ -246,8 +242,6 @@ def fit_exponential_rate(layers: np.ndarray, dev: np.ndarray, *, linear_prefacto
     ordered phase, where the forcing resonates) or ``|dev_L| = C e^{r L}``, by least squares
     on ``log |dev|`` over the given layers (one pair of inputs: the sign of ``A L + B`` is
     fixed there, a maximum over pairs may switch between pairs)."""
-    from scipy import optimize
-
     ls, y = np.asarray(layers, float), np.log(np.abs(np.asarray(dev, float)))
     r0, c0 = np.polyfit(ls, y, 1)
     if not linear_prefactor:

@@ -27,23 +27,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import jax
+import jax.experimental
+import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, optimize
 
-from ntklib.activations import get_activation
-
-HOMOGENEOUS = ("relu", "identity")  # phi(a x) = a phi(x) for a > 0: chi does not depend on q
+from ntklib import _checks
+from ntklib.activations import HOMOGENEOUS, get_activation
+from ntklib.kernel_maps import CLOSED_FORMS, kernel_map
 
 
 def _x64():
     """A context in which JAX computes in float64, whatever the caller's setting."""
-    import jax
-
     if hasattr(jax, "enable_x64"):  # JAX >= 0.7: the config state is a context manager
         return jax.enable_x64(True)
-    from jax.experimental import enable_x64 as ctx  # older JAX
-
-    return ctx()
+    return jax.experimental.enable_x64()  # older JAX
 
 
 _SQRT_PI = math.sqrt(math.pi)
@@ -66,9 +65,6 @@ def _numpy_activation(activation: str) -> tuple[Callable, Callable]:
     get_activation(activation)  # unknown names raise here
     if activation in _SCALAR:
         return _SCALAR[activation]
-    import jax
-    import jax.numpy as jnp
-
     enable_x64 = _x64
     phi = get_activation(activation)
     with enable_x64():
@@ -101,11 +97,8 @@ def gauss_mean(g: Callable[[float], float], q: float) -> float:
 
 
 def _check(w_std: float, b_std: float) -> None:
-    for name, v in (("w_std", w_std), ("b_std", b_std)):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise TypeError(f"{name} must be a finite number, got {v!r}")
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
+    _checks.number("w_std", w_std)
+    _checks.number("b_std", b_std)
 
 
 def variance_map(q: float, activation: str, w_std: float, b_std: float) -> float:
@@ -168,14 +161,10 @@ def correlation_map(c: float, activation: str, w_std: float, b_std: float) -> fl
     :mod:`ntklib.kernel_maps` has them, else nested adaptive quadrature with the inner
     integral split where ``v = 0`` (a kink there would spoil a fixed Gauss-Hermite rule).
     """
-    from ntklib.kernel_maps import CLOSED_FORMS, kernel_map
-
     if not -1.0 <= c <= 1.0:
         raise ValueError(f"c must be a correlation in [-1, 1], got {c}")
     q = q_star(activation, w_std, b_std)
     if activation in CLOSED_FORMS:
-        import jax.numpy as jnp
-
         v, _ = kernel_map(activation)(jnp.asarray(c * q), jnp.asarray(q), jnp.asarray(q))
         ev = float(v)
     else:

@@ -47,8 +47,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntklib import _checks
 from ntklib.empirical import layer_signals
 from ntklib.mlp import MLP, Params, forward, init
+from ntklib.sweep import map_keys
 
 BIAS_SCALE2 = 0.5  # the paper's bias normalization: E[K_b] = d / 2
 
@@ -129,14 +131,8 @@ def sgd_step_change(
 
 
 def _validate(in_dim: int, widths: Sequence[int]) -> tuple[int, ...]:
-    if not isinstance(in_dim, int) or isinstance(in_dim, bool) or in_dim < 1:
-        raise ValueError(f"in_dim must be an int >= 1, got {in_dim!r}")
-    if isinstance(widths, int) or len(widths) < 1:
-        raise ValueError("widths must list the hidden widths n_1..n_{d-1} (at least one)")
-    for w in widths:
-        if not isinstance(w, int | np.integer) or isinstance(w, bool) or w < 1:
-            raise ValueError(f"every width must be an int >= 1, got {w!r}")
-    return tuple(int(w) for w in widths)
+    _checks.integer("in_dim", in_dim)
+    return _checks.widths(widths)
 
 
 @jax.jit
@@ -206,12 +202,8 @@ def sample_diagonal(
     layers are padded with identity layers to ``pad_to`` (default: the next power of two), so
     a sweep that passes one ``pad_to`` compiles once for every width, depth and sample size.
     """
-    from ntklib.sweep import map_keys
-
     widths = _validate(in_dim, widths)
-    x2 = float(in_dim if x_norm2 is None else x_norm2)
-    if not math.isfinite(x2) or x2 <= 0:
-        raise ValueError(f"x_norm2 must be a positive number, got {x_norm2!r}")
+    x2 = _checks.number("x_norm2", in_dim if x_norm2 is None else x_norm2, strict=True)
     length = (1 << (len(widths) - 1).bit_length()) if pad_to is None else pad_to
     if length < len(widths):
         raise ValueError(f"pad_to={pad_to} is less than the {len(widths)} hidden layers")
@@ -279,6 +271,48 @@ def _active_units_pmf(n: int) -> np.ndarray:
 def forward_moment(widths: Sequence[int], k: int) -> float:
     """``E[(|a_{d-1}|^2 n_0 / (n_{d-1} |x|^2))^k] = prod_j E[xi_j^k]``; ``k = 2``: ``prod (1 + 5/n_j)``."""
     return float(np.prod([layer_moment(int(n), k) for n in widths]))
+
+
+def layer_xi(key: jax.Array, n: jax.Array, x: jax.Array, n_max: int) -> jax.Array:
+    """``xi = (|a_1|^2 / n) / (|x|^2 / n_0)`` of one random He-ReLU layer of width ``n``.
+
+    ``a_1 = relu(sqrt(2) W x / sqrt(n_0))`` with ``W`` standard Gaussian; ``E xi = 1`` and
+    ``E xi^2 = 1 + 5/n`` (:func:`layer_moment`). Real Gaussian weights (not the reduced
+    chain): the check of the chain's first letter.
+
+    Arguments:
+        key: the layer's random key. n: its width (a traced scalar, ``1 <= n <= n_max``).
+        x: the input, shape ``(n_0,)``. n_max: rows drawn; those beyond ``n`` are masked, so
+            one compiled function serves every width.
+    """
+    n0 = x.shape[-1]
+    w = jax.random.normal(key, (n_max, n0)) * jnp.sqrt(2.0)
+    h = w @ x / jnp.sqrt(n0)
+    act2 = jnp.where(jnp.arange(n_max) < n, jax.nn.relu(h) ** 2, 0.0)
+    return jnp.sum(act2) / n / (jnp.sum(x**2) / n0)
+
+
+def last_layer_norm(
+    key: jax.Array, widths: jax.Array, real: jax.Array, x: jax.Array, n_max: int
+) -> jax.Array:
+    """``(|a_{d-1}|^2 / n_{d-1}) / (|x|^2 / n_0)`` of a random He-ReLU network, real weights.
+
+    ``E`` of its square is ``prod_j (1 + 5/n_j)`` (:func:`forward_moment` with ``k = 2``).
+
+    Arguments:
+        key: the network's key (layer ``j`` uses ``fold_in(key, j)``).
+        widths: the hidden widths, padded at the front to a fixed length ``L`` (shape (L,)).
+        real: which of the ``L`` layers are real (``False``: an identity layer, padding).
+        x: the input, shape ``(n_0,)`` with ``n_0 <= n_max``.
+        n_max: units drawn per layer (those beyond the layer's width are masked).
+    """
+    n0 = x.shape[-1]
+    a, r_in = jnp.zeros(n_max).at[:n0].set(x), float(n0)
+    for j in range(widths.shape[0]):
+        w = jax.random.normal(jax.random.fold_in(key, j), (n_max, n_max)) * jnp.sqrt(2.0)
+        h = jnp.where(jnp.arange(n_max) < widths[j], w @ a / jnp.sqrt(r_in), 0.0)
+        a, r_in = jnp.where(real[j], jax.nn.relu(h), a), jnp.where(real[j], widths[j], r_in)
+    return jnp.sum(a**2) / r_in / (jnp.sum(x**2) / n0)
 
 
 def networks_needed(widths: Sequence[int], rel_err: float) -> float:
@@ -419,8 +453,6 @@ def first_step_mc(
     Network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]`` (``vmap``-ed,
     chunked, sharded: :func:`ntklib.sweep.map_keys`).
     """
-    from ntklib.sweep import map_keys
-
     _check_he(net)
     x = jnp.asarray(x).reshape(1, net.in_dim)
     return map_keys(
@@ -441,8 +473,6 @@ def diagonal_parts_mc(
     net: MLP, key: jax.Array, n_nets: int, x: jax.Array, *, chunk: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(K_w, K_b)`` of ``n_nets`` real networks (weight matrices drawn), shape (n_nets, B)."""
-    from ntklib.sweep import map_keys
-
     _check_he(net)
     return map_keys(_parts_fn(net), key, n_nets, args=(jnp.asarray(x),), chunk=chunk)
 

@@ -34,6 +34,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 
+from ntklib import _checks
 from ntklib.empirical import ntk_gram
 from ntklib.mlp import MLP, Params, forward
 
@@ -55,13 +56,6 @@ def _raise_order(net: MLP, kernel: KernelFn, x_drive: jax.Array) -> KernelFn:
     return next_kernel
 
 
-def _check_order(order: int) -> None:
-    if not isinstance(order, int) or isinstance(order, bool):
-        raise TypeError(f"order must be an int, got {order!r}")
-    if order < 2:
-        raise ValueError(f"order must be >= 2 (K^(2) is the NTK), got {order}")
-
-
 @partial(jax.jit, static_argnums=(0, 4))
 def _hierarchy(
     net: MLP, params: Params, x: jax.Array, x_drive: jax.Array, order: int
@@ -74,7 +68,7 @@ def _hierarchy(
     return tuple(out)
 
 
-def hierarchy(
+def kernel_hierarchy(
     net: MLP, params: Params, x: jax.Array, x_drive: jax.Array | None = None, order: int = 4
 ) -> tuple[jax.Array, ...]:
     """``(K^(2), ..., K^(order))`` with ``K^(r)`` of shape ``(B, T, ..., T)`` (``r - 1`` T's).
@@ -83,7 +77,7 @@ def hierarchy(
     Each level is computed from scratch, so asking for ``order = 4`` costs about ``T^2``
     nested ``jvp``\\ s of the NTK on ``B + T`` inputs.
     """
-    _check_order(order)
+    _checks.integer("order", order, 2, " (K^(2) is the NTK)")
     return _hierarchy(net, params, x, x if x_drive is None else x_drive, order)
 
 

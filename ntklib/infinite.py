@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntklib import trig
+from ntklib import _checks, trig
 from ntklib.kernel_maps import kernel_map, relu_map
 
 # sin t - t cos t = sum_{k >= 1} (-1)^(k+1) 2k t^(2k+1) / (2k+1)!, to 10 terms (t < 1: the
@@ -101,8 +101,7 @@ def kernels(
 
     With ``all_layers=True`` the result stacks ``Sigma^l, Theta^l`` for ``l = 1..depth+1``.
     """
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    _checks.integer("depth", depth)
     kmap = kernel_map(activation, method, n_quad)
     symmetric = x2 is None
     x2 = x1 if symmetric else x2

@@ -24,6 +24,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from ntklib import _checks
 from ntklib.activations import get_activation
 
 Params = list[tuple[jax.Array, jax.Array]]
@@ -56,27 +57,13 @@ class MLP:
     bias_init: Literal["normal", "zero"] = "normal"
 
     def __post_init__(self) -> None:
-        _check_int("in_dim", self.in_dim)
-        if isinstance(self.widths, int) or not isinstance(self.widths, Sequence):
-            raise TypeError("widths must be a sequence of ints, one per hidden layer")
-        object.__setattr__(self, "widths", tuple(self.widths))
-        if len(self.widths) < 1:
-            raise ValueError("depth must be >= 1: give at least one hidden width")
-        for w in self.widths:
-            _check_int("every width", w)
+        _checks.integer("in_dim", self.in_dim)
+        object.__setattr__(self, "widths", _checks.widths(self.widths))
         get_activation(self.activation)
-        if self.parameterization not in ("ntk", "standard"):
-            raise ValueError(
-                f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}"
-            )
-        if self.bias_init not in ("normal", "zero"):
-            raise ValueError(f"bias_init must be 'normal' or 'zero', got {self.bias_init!r}")
+        _checks.choice("parameterization", self.parameterization, ("ntk", "standard"))
+        _checks.choice("bias_init", self.bias_init, ("normal", "zero"))
         for name in ("w_std", "b_std"):
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
-                raise TypeError(f"{name} must be a finite number, got {v!r}")
-            if v < 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+            _checks.number(name, getattr(self, name))
 
     @property
     def depth(self) -> int:
@@ -102,16 +89,9 @@ class MLP:
 
 def mlp(in_dim: int, depth: int, width: int, **kwargs) -> MLP:
     """An :class:`MLP` with ``depth`` hidden layers of equal ``width``."""
-    _check_int("depth", depth)
-    _check_int("width", width)
+    _checks.integer("depth", depth)
+    _checks.integer("width", width)
     return MLP(in_dim=in_dim, widths=(width,) * depth, **kwargs)
-
-
-def _check_int(name: str, v: object) -> None:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {v!r}")
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
 
 
 def init(net: MLP, key: jax.Array, dtype: jnp.dtype | None = None) -> Params:

@@ -53,24 +53,12 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ntklib import _checks
+from ntklib.empirical import ntk
 from ntklib.kernel_maps import relu_map
-from ntklib.mlp import _check_int
 
 Params = dict[str, Any]
 Scheme = Literal["narrow", "standard"]
-
-
-def _pos_int(name: str, v: object) -> int:
-    _check_int(name, v)
-    return v  # type: ignore[return-value]
-
-
-def _pos_float(name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {v}")
-    return float(v)
 
 
 class NarrowMLP(NamedTuple):
@@ -110,12 +98,12 @@ def narrow_mlp(
 ) -> NarrowMLP:
     """Validated :class:`NarrowMLP` (``depth >= 1``, ``scale = C_L > 0``)."""
     return NarrowMLP(
-        _pos_int("d_in", d_in),
-        _pos_int("d_out", d_out),
-        _pos_int("depth", depth),
-        _pos_float("scale", scale),
-        _pos_float("sigma", sigma),
-        _pos_float("beta", beta),
+        _checks.integer("d_in", d_in),
+        _checks.integer("d_out", d_out),
+        _checks.integer("depth", depth),
+        _checks.number("scale", scale, strict=True),
+        _checks.number("sigma", sigma, strict=True),
+        _checks.number("beta", beta, strict=True),
     )
 
 
@@ -130,18 +118,18 @@ def narrow_cnn(
     beta: float = 1.0,
 ) -> NarrowCNN:
     """Validated :class:`NarrowCNN` (odd ``kernel``, so the centre tap is the identity)."""
-    k = _pos_int("kernel", kernel)
+    k = _checks.integer("kernel", kernel)
     if k % 2 == 0:
         raise ValueError(f"kernel must be odd (its centre tap is the identity), got {k}")
     return NarrowCNN(
-        _pos_int("c_in", c_in),
-        _pos_int("c_out", c_out),
-        _pos_int("depth", depth),
-        _pos_float("scale", scale),
-        _pos_int("size", size),
+        _checks.integer("c_in", c_in),
+        _checks.integer("c_out", c_out),
+        _checks.integer("depth", depth),
+        _checks.number("scale", scale, strict=True),
+        _checks.integer("size", size),
         k,
-        _pos_float("sigma", sigma),
-        _pos_float("beta", beta),
+        _checks.number("sigma", sigma, strict=True),
+        _checks.number("beta", beta, strict=True),
     )
 
 
@@ -155,8 +143,7 @@ def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype) -> jax.Array
 
 
 def _check_scheme(scheme: str) -> None:
-    if scheme not in ("narrow", "standard"):
-        raise ValueError(f"scheme must be 'narrow' or 'standard', got {scheme!r}")
+    _checks.choice("scheme", scheme, ("narrow", "standard"))
 
 
 # --------------------------------------------------------------------------- MLP
@@ -212,21 +199,12 @@ def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
     return hidden_mlp(params, x) @ params["tail"]["w"].T + params["tail"]["b"]
 
 
-def _ntk(apply_fn, params, x1, x2, output):
-    f = lambda p, x: apply_fn(p, x[None])[0, output]  # noqa: E731
-    grads = lambda xs: jax.vmap(jax.grad(f), in_axes=(None, 0))(params, xs)  # noqa: E731
-    g1 = grads(x1)
-    g2 = g1 if x2 is None else grads(x2)
-    leaves = zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2), strict=True)
-    return sum(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T for a, b in leaves)
-
-
 def ntk_mlp(
     net: NarrowMLP, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
 ) -> jax.Array:
     """Empirical NTK ``Theta_L(x1, x2)`` of output ``output`` (one gradient per input),
     divided by ``L C^2``: the scaled kernel whose depth limit is :func:`limit_kernel`."""
-    return _ntk(apply_mlp, params, x1, x2, output) / (net.depth * net.scale**2)
+    return ntk(apply_mlp, params, x1, x2, output=output) / (net.depth * net.scale**2)
 
 
 def _q(net: NarrowMLP, x1, x2, bias_var: float | None = None, rectify: bool = True):
@@ -361,4 +339,4 @@ def ntk_cnn(
     net: NarrowCNN, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
 ) -> jax.Array:
     """Empirical NTK of output ``output`` divided by ``L C^2`` (as :func:`ntk_mlp`)."""
-    return _ntk(apply_cnn, params, x1, x2, output) / (net.depth * net.scale**2)
+    return ntk(apply_cnn, params, x1, x2, output=output) / (net.depth * net.scale**2)

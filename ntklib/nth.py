@@ -23,7 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ntklib.hierarchy import hierarchy
+from ntklib import _checks
+from ntklib.hierarchy import kernel_hierarchy
 from ntklib.mlp import MLP, Params, apply
 from ntklib.ode import rk4
 from ntklib.train import squared_loss
@@ -38,8 +39,7 @@ class Trajectory(NamedTuple):
 
 
 def _check_truncation(kernels: Sequence[jax.Array], p: int, f0: jax.Array, y: jax.Array) -> None:
-    if not isinstance(p, int) or isinstance(p, bool) or p < 2:
-        raise ValueError(f"the truncation level p must be an int >= 2, got {p!r}")
+    _checks.integer("the truncation level p", p, 2)
     if len(kernels) < p - 1:
         raise ValueError(f"truncation at p = {p} needs K^(2)..K^({p}); got {len(kernels)} kernels")
     b, n = f0.shape[0], y.shape[0]
@@ -120,7 +120,7 @@ def measured_rates(
 
     def quantities(sign):
         p = jax.tree_util.tree_map(lambda a, b: a + sign * eta * b, params, g)
-        ks = hierarchy(net, p, x, x_train, order - 1) if order > 2 else ()
+        ks = kernel_hierarchy(net, p, x, x_train, order - 1) if order > 2 else ()
         return (apply(net, p, x), *ks)
 
     ahead, behind = quantities(-1.0), quantities(1.0)

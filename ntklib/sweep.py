@@ -1,13 +1,15 @@
-"""Monte Carlo over many networks, sharded over every device, resumable.
+"""Batching over random keys, sharded over every device, resumable; it imports no model.
 
 * :func:`map_keys` evaluates ``fn(key)`` for ``n`` keys split from one root key, ``vmap``-ed in
   chunks, each chunk laid out over all devices on a 1-D mesh (``jax.sharding``, axis
   ``"nets"``). Network ``i`` always gets ``jax.random.split(key, n)[i]``, so the result does not
-  depend on the chunk size or on the number of devices.
-* :func:`ntk_diagonal_mc` is the Monte Carlo engine for ``K(x, x)`` of many random networks.
-* :func:`sweep` runs a grid of such computations, saving each finished point under a folder so
-  an interrupted sweep resumes where it stopped, with a progress line on stderr; within one
-  long point, ``map_keys(..., store=folder)`` saves and skips finished chunks the same way.
+  depend on the chunk size or on the number of devices. The Monte Carlo engines of the models
+  (:func:`ntklib.empirical.ntk_diagonal_mc`, :func:`ntklib.empirical.ntk_gram_mc`) are built
+  on it.
+* :func:`map_points` runs a grid of such computations, saving each finished point under a
+  folder so an interrupted sweep resumes where it stopped, with a progress line on stderr;
+  within one long point, ``map_keys(..., store=folder)`` saves and skips finished chunks the
+  same way.
 
 On several GPUs of one machine this works unchanged (``jax.devices()`` lists them); on a CPU,
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits it into N
@@ -22,7 +24,6 @@ with two processes on one machine (2 CPU devices each) and get the single-device
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
@@ -34,10 +35,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ntklib.empirical import ntk_diagonal
-from ntklib.mlp import MLP, init
+from ntklib._io import atomic_write
 
 
 def _mesh(devices: Sequence[jax.Device] | None) -> Mesh:
@@ -124,7 +125,7 @@ class _ChunkStore:
                     " use another folder, or delete it to start again"
                 )
         else:
-            _atomic(path, lambda p: p.write_text(json.dumps(manifest)))
+            atomic_write(path, lambda p: p.write_text(json.dumps(manifest)))
 
     def load(self, c: int, run, keys: jax.Array, args: tuple):
         path = self.folder / f"chunk-{c:06d}.npz"
@@ -138,21 +139,12 @@ class _ChunkStore:
     def save(self, c: int, out) -> None:
         leaves = jax.tree_util.tree_leaves(out)
         arrays = {f"leaf{j}": np.asarray(x) for j, x in enumerate(leaves)}
-        _atomic(self.folder / f"chunk-{c:06d}.npz", lambda p: np.savez(p, **arrays))
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` then rename onto ``path``: a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(tmp)
-    tmp.replace(path)
+        atomic_write(self.folder / f"chunk-{c:06d}.npz", lambda p: np.savez(p, **arrays))
 
 
 def _gather(out):
     """Bring a sharded result to this host (all hosts' shards when several processes run)."""
     if jax.process_count() > 1:  # several processes (tested with two on one machine)
-        from jax.experimental import multihost_utils
-
         return multihost_utils.process_allgather(out, tiled=True)
     return jax.device_get(out)
 
@@ -163,7 +155,8 @@ _CACHE: dict = {}
 def _compiled(fn, mesh: Mesh, n_args: int = 0):
     """``jit(vmap(fn))`` sharded over ``mesh``, cached so repeated calls do not recompile.
 
-    ``fn`` is keyed by identity, so pass the same callable (see :func:`ntk_diagonal_mc`).
+    ``fn`` is keyed by identity, so pass the same callable (see
+    :func:`ntklib.empirical.ntk_diagonal_mc`).
     """
     cache_key = (fn, n_args, tuple(d.id for d in mesh.devices.flat))
     if cache_key not in _CACHE:
@@ -177,36 +170,11 @@ def _compiled(fn, mesh: Mesh, n_args: int = 0):
     return _CACHE[cache_key]
 
 
-@functools.lru_cache(maxsize=64)
-def _diagonal_fn(net: MLP, x_bytes: bytes, shape: tuple[int, ...], dtype: str):
-    x = jnp.asarray(np.frombuffer(x_bytes, dtype=dtype).reshape(shape))
-    return lambda k: ntk_diagonal(net, init(net, k, x.dtype), x)
-
-
-def ntk_diagonal_mc(
-    net: MLP,
-    key: jax.Array,
-    n_nets: int,
-    x: jax.Array,
-    *,
-    chunk: int = 256,
-    devices: Sequence[jax.Device] | None = None,
-) -> np.ndarray:
-    """``K(x_i, x_i)`` of ``n_nets`` independent networks, shape (n_nets, B).
-
-    One forward and one backward pass per network (:func:`~ntklib.empirical.ntk_diagonal`);
-    network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]``.
-    """
-    xs = np.asarray(x)
-    fn = _diagonal_fn(net, xs.tobytes(), xs.shape, xs.dtype.str)
-    return map_keys(fn, key, n_nets, chunk=chunk, devices=devices)
-
-
 def _point_id(point: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def sweep(
+def map_points(
     points: Sequence[dict[str, Any]],
     run_point: Callable[[dict[str, Any]], np.ndarray],
     store: Path | str | None = None,
@@ -230,7 +198,7 @@ def sweep(
         else:
             res = np.asarray(run_point(point))
             if path is not None:
-                _atomic(path, lambda p, res=res: np.save(p, res))
+                atomic_write(path, lambda p, res=res: np.save(p, res))
             out.append(res)
             status = "done"
         if progress:

@@ -34,25 +34,25 @@ kernelspec:
 ```{code-cell} ipython3
 :tags: [parameters]
 
-seed = 0  # int, >= 0: root key
-fail = False  # bool: raise in the next cell
-good = True  # bool: whether the check passes
-nan = False  # bool: make the check's measured value NaN
+seed: int = 0  # >= 0: root key
+fail: bool = False  # raise in the next cell
+good: bool = True  # whether the check passes
+nan: bool = False  # make the check's measured value NaN
 ```
 
 ```{code-cell} ipython3
 import matplotlib.pyplot as plt
 
-import ntklib as nl
+from ntkbook import check, save_figure
 
 if fail:
     raise RuntimeError("asked to fail")
 fig, ax = plt.subplots()
 ax.plot([0, 1], [seed, 1])
-nl.save_figure(fig, "line")
+save_figure(fig, "line")
 measured = float("nan") if nan else (1.0 if good else 2.0)
-nl.check("demo check", paper="jacot2018ntk", theorem="none", measured=measured,
-         predicted=1.0, tolerance=0.1, why="demo");
+check("demo check", paper="jacot2018ntk", theorem="none", measured=measured,
+      predicted=1.0, tolerance=0.1, why="demo");
 ```
 """
 
@@ -70,6 +70,7 @@ chapters:
   - file: book/chapters/demo/demo
   - file: book/dashboard
   - file: book/reproduce
+  - file: book/api
   - file: book/bibliography
 """
 
@@ -77,7 +78,7 @@ chapters:
 def ntkbook(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MPLBACKEND="Agg")
     return subprocess.run(
-        [sys.executable, "-m", "ntklib.book", *args],
+        [sys.executable, "-m", "ntkbook", *args],
         cwd=project,
         capture_output=True,
         text=True,

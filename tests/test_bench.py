@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ntklib.book import performance
+from ntkbook import performance
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -44,7 +44,7 @@ def test_same_parameters_give_identical_checks_and_figures(book_project):
 def _start(project, *args):
     env = dict(os.environ, MPLBACKEND="Agg")
     return subprocess.Popen(
-        [sys.executable, "-m", "ntklib.book", *args],
+        [sys.executable, "-m", "ntkbook", *args],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -110,7 +110,7 @@ def test_whole_build_succeeds_without_network(book_project):
     script = (
         "ip link set lo up; "
         f'{sys.executable} -c "{probe}" 2>/dev/null && echo NETWORK_REACHABLE; '
-        f"exec {sys.executable} -m ntklib.book build --profile ci --force"
+        f"exec {sys.executable} -m ntkbook build --profile ci --force"
     )
     proc = subprocess.run(
         ["unshare", "-n", "sh", "-c", script],

@@ -4,6 +4,8 @@ Real networks (weight matrices drawn), the exact scalar chain, the exact moments
 transfer operator and hand computations are checked against one another.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -273,7 +275,6 @@ def test_sampler_is_deterministic_and_chunk_free():
         dict(in_dim=0, widths=(3,)),
         dict(in_dim=3, widths=()),
         dict(in_dim=3, widths=(3, 0)),
-        dict(in_dim=3, widths=(3, 2.5)),
         dict(in_dim=3, widths=(3,), x_norm2=-1.0),
         dict(in_dim=3, widths=(3,), x_norm2=float("nan")),
         dict(in_dim=3, widths=(3, 3, 3), pad_to=2),
@@ -282,6 +283,8 @@ def test_sampler_is_deterministic_and_chunk_free():
 def test_bad_input_is_refused_before_compute(kwargs):
     with pytest.raises(ValueError):
         F.sample_diagonal(jax.random.PRNGKey(0), n_nets=10, **kwargs)
+    with pytest.raises(TypeError):  # a width that is not an int
+        F.sample_diagonal(jax.random.PRNGKey(0), n_nets=10, in_dim=3, widths=(3, 2.5))
 
 
 def test_kernel_parts_refuse_other_networks():
@@ -316,3 +319,38 @@ def test_first_step_mc_matches_a_loop():
     for i in range(5):
         want = F.sgd_step_change(net, nl.init(net, keys[i]), X, 0.0, 0.05)
         np.testing.assert_allclose([k0[i], dk[i], dlin[i]], want, rtol=1e-12)
+
+
+def test_real_weight_samplers_have_the_exact_moments():
+    """finite.layer_xi and finite.last_layer_norm (real Gaussian weights) against
+    layer_moment / forward_moment: E xi = 1, E xi^2 = 1 + 5/n, E r^2 = prod (1 + 5/n_j)."""
+    x = jnp.ones(3)
+    n = 6
+    xi = np.asarray(
+        nl.map_keys(
+            functools.partial(F.layer_xi, x=x, n_max=8),
+            jax.random.PRNGKey(3),
+            40000,
+            args=(jnp.asarray(n, jnp.float64),),
+            chunk=8192,
+        )
+    )
+    for k, moment in ((1, xi), (2, xi**2)):
+        m, se = nl.mean_and_se(moment)
+        assert abs(m - F.layer_moment(n, k)) < 4.5 * se, (k, m, F.layer_moment(n, k), se)
+    widths = (4, 7, 5)
+    args = (jnp.asarray((1,) + widths, jnp.float64), jnp.asarray((False, True, True, True)))
+    r = np.asarray(
+        nl.map_keys(
+            functools.partial(F.last_layer_norm, x=x, n_max=7),
+            jax.random.PRNGKey(4),
+            40000,
+            args=args,
+            chunk=8192,
+        )
+    )
+    m, se = nl.mean_and_se(r**2)
+    assert abs(m - F.forward_moment(widths, 2)) < 4.5 * se
+    assert (
+        abs(m - 1.0) > 10 * se
+    )  # the finite-width excess is resolved: not the 1 of infinite width

@@ -8,7 +8,7 @@ import scipy.linalg
 
 import ntklib as nl
 from ntklib import nth
-from ntklib.hierarchy import hierarchy, k3, k4, k4_hessian
+from ntklib.hierarchy import k3, k4, k4_hessian, kernel_hierarchy
 from ntklib.ode import rk4, rk4_error
 
 
@@ -29,8 +29,8 @@ def test_k4_equals_reference_through_hessians_and_is_symmetric_in_first_pair(key
 
 def test_hierarchy_levels_agree_with_k3_and_ntk_on_mixed_inputs(key):
     net, params, x = _small(key, b=6)
-    full = hierarchy(net, params, x, order=4)
-    mixed = hierarchy(net, params, x, x[:3], order=4)  # first index over 6, others over 3
+    full = kernel_hierarchy(net, params, x, order=4)
+    mixed = kernel_hierarchy(net, params, x, x[:3], order=4)  # first index over 6, others over 3
     assert [k.shape for k in mixed] == [(6, 3), (6, 3, 3), (6, 3, 3, 3)]
     np.testing.assert_allclose(full[0], nl.ntk_gram(net, params, x), rtol=1e-13)
     np.testing.assert_allclose(full[1], k3(net, params, x), rtol=1e-13)
@@ -46,13 +46,13 @@ def _flip_readout(params):
 def test_parity_in_the_readout_and_k3_vanishes_at_zero_readout(key):
     """f is odd in the read-out (no read-out bias): K2 even, K3 odd, K4 even; K3 = 0 at v = 0."""
     net, params, x = _small(key, b=4)
-    ks, flipped = hierarchy(net, params, x), hierarchy(net, _flip_readout(params), x)
+    ks, flipped = kernel_hierarchy(net, params, x), kernel_hierarchy(net, _flip_readout(params), x)
     np.testing.assert_allclose(flipped[0], ks[0], rtol=1e-13)
     np.testing.assert_allclose(flipped[1], -ks[1], atol=1e-15)
     np.testing.assert_allclose(flipped[2], ks[2], atol=1e-15)
     assert np.abs(ks[1]).max() > 1e-3  # not trivially zero
     *hidden, (w, b) = params
-    zero = hierarchy(net, [*hidden, (jnp.zeros_like(w), b)], x, order=3)
+    zero = kernel_hierarchy(net, [*hidden, (jnp.zeros_like(w), b)], x, order=3)
     assert np.abs(zero[1]).max() == 0.0
 
 
@@ -61,7 +61,7 @@ def test_each_level_is_the_rate_of_the_one_below_along_gradient_flow(key, level)
     """(Q(theta - eta g) - Q(theta + eta g)) / 2 eta -> -(1/n) K^(r+1) r at O(eta^2), g = grad L."""
     net, params, x = _small(key, widths=(16, 16), b=6)
     y = jnp.sin(x[:4, 0])
-    ks = hierarchy(net, params, x, x[:4], order=4)
+    ks = kernel_hierarchy(net, params, x, x[:4], order=4)
     rhs = nth.hierarchy_rates(ks, nl.apply(net, params, x), y)[level]
     errs = [
         float(jnp.abs(nth.measured_rates(net, params, x, y, eta, 4)[level] - rhs).max())
@@ -88,7 +88,7 @@ def test_truncation_at_two_is_kernel_regression_in_closed_form(key):
     """p = 2: f_t = f_0 - K(., X) K_XX^-1 (I - exp(-K_XX t / n)) (f_0(X) - y)."""
     net, params, x = _small(key, b=7)
     n, y = 4, jnp.cos(x[:4, 1])
-    ks = hierarchy(net, params, x, x[:n], order=2)
+    ks = kernel_hierarchy(net, params, x, x[:n], order=2)
     f0 = nl.apply(net, params, x)
     traj = nth.truncated_flow(ks, f0, y, 2, 0.05, 100, 100)
     kxx, kx = np.asarray(ks[0][:n]), np.asarray(ks[0])
@@ -104,7 +104,7 @@ def test_higher_truncations_track_the_trained_network_better(key):
     params = nl.init(net, key)
     x = jax.random.normal(jax.random.fold_in(key, 3), (8, 4))
     n, y = 5, jnp.sin(x[:5, 0])
-    ks = hierarchy(net, params, x, x[:n], order=4)
+    ks = kernel_hierarchy(net, params, x, x[:n], order=4)
     f0 = nl.apply(net, params, x)
     flow = nl.gradient_flow(net, params, x[:n], y, 0.05, 40, 20, x_eval=x)
     np.testing.assert_allclose(flow.f[0], f0, rtol=1e-14)
@@ -132,12 +132,12 @@ def test_gradient_flow_is_deterministic_and_converges_in_the_step(key):
 
 def test_bad_input_is_refused_before_compute(key):
     net, params, x = _small(key, b=4)
-    ks = hierarchy(net, params, x, order=3)
+    ks = kernel_hierarchy(net, params, x, order=3)
     f0, y = nl.apply(net, params, x), jnp.zeros(4)
-    with pytest.raises(ValueError, match="order must be >= 2"):
-        hierarchy(net, params, x, order=1)
+    with pytest.raises(ValueError, match="order must be an int >= 2"):
+        kernel_hierarchy(net, params, x, order=1)
     with pytest.raises(TypeError, match="order must be an int"):
-        hierarchy(net, params, x, order=3.0)
+        kernel_hierarchy(net, params, x, order=3.0)
     with pytest.raises(ValueError, match="p must be an int >= 2"):
         nth.truncated_flow(ks, f0, y, 1, 0.1, 10)
     with pytest.raises(ValueError, match="needs K"):

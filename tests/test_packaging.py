@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ntklib.book.project import PROFILES, Project
+from ntkbook.project import PROFILES, Project
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,19 +1,24 @@
 """Parameter declarations and validation: the runner's first line of defence."""
 
 import math
+from pathlib import Path
 
 import pytest
+from papermill.translators import PythonTranslator
 
-from ntklib.book.params import ParameterError, parse_declaration, parse_parameters_cell, resolve
+from ntkbook.params import ParameterError, parse_declaration, parse_parameters_cell, resolve
+from ntkbook.project import Project
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CELL = """
 # comment lines are fine
-seed = 0  # int, >= 0: root key
-depth = 3  # int, >= 1, <= 1000: hidden layers
-widths = [64, 128, 256]  # list[int], >= 1, len >= 3: width sweep
-act = "relu"  # str, in {relu, erf}: nonlinearity
-lr = 0.5  # float, > 0, < 2: learning rate
-flag = True  # bool: a switch
+seed: int = 0  # >= 0: root key
+depth: int = 3  # >= 1, <= 1000: hidden layers
+widths: list[int] = [64, 128, 256]  # >= 1, len >= 3: width sweep
+act: str = "relu"  # in {relu, erf}: nonlinearity
+lr: float = 0.5  # > 0, < 2: learning rate
+flag: bool = True  # a switch: on or off
 """
 
 
@@ -28,6 +33,7 @@ def test_cell_is_parsed_in_order(specs):
     assert specs["widths"].length == ((">=", 3),)
     assert specs["act"].choices == ("relu", "erf")
     assert specs["lr"].doc == "learning rate"
+    assert specs["flag"].doc == "a switch: on or off" and specs["flag"].bounds == ()
 
 
 def test_good_command_line_values(specs):
@@ -84,15 +90,16 @@ def test_resolve_layers_and_unknown_names(specs):
 @pytest.mark.parametrize(
     "cell, message",
     [
-        ("depth = 0  # int, >= 1: layers", "its default"),
-        ("depth = 3  # integer: layers", "unknown type"),
-        ("depth = 3  # int, >= one: layers", "cannot read constraint"),
-        ("depth = 3  # int", "declaration needs"),
-        ("depth = 3", "cannot read"),
-        ("depth = f(3)  # int: layers", "not a literal"),
+        ("depth: int = 0  # >= 1: layers", "its default"),
+        ("depth: integer = 3  # layers", "unknown type"),
+        ("depth: int = 3  # >= one: layers", "cannot read constraint"),
+        ("depth: int = 3  # >= 1:", "needs a meaning"),
+        ("depth = 3  # int, >= 1: layers", "cannot read"),
+        ("depth: int = 3", "cannot read"),
+        ("depth: int = f(3)  # layers", "not a literal"),
         ("print(3)", "cannot read"),
-        ("a = 1  # int: x\na = 2  # int: y", "declared twice"),
-        ("x = nan  # float: x", "not a literal"),
+        ("a: int = 1  # x\na: int = 2  # y", "declared twice"),
+        ("x: float = nan  # x", "not a literal"),
     ],
 )
 def test_bad_declarations(cell, message):
@@ -102,4 +109,15 @@ def test_bad_declarations(cell, message):
 
 def test_float_default_must_be_finite():
     with pytest.raises(ParameterError, match="finite"):
-        parse_declaration("x", math.inf, "float: x")
+        parse_declaration("x", "float", math.inf, "x")
+
+
+def test_papermill_reads_every_declared_parameter():
+    """The annotated declarations are what papermill's own inspector reads: every chapter's
+    parameters come out of it by name (a second '=' on a line would make it give up)."""
+    project = Project(ROOT)
+    for name in project.chapter_names():
+        chapter = project.chapter(name)
+        cell = [c for c in chapter.read().cells if "parameters" in c.metadata.get("tags", [])][0]
+        found = [p.name for p in PythonTranslator.inspect(cell)]
+        assert found == list(chapter.specs()), name

@@ -50,3 +50,32 @@ def test_power_law_through_sample_log_means_is_calibrated_and_refuses_bad_sample
         nl.fit_power_law_samples(x, np.ones((5, 1)))
     with pytest.raises(ValueError, match="positive"):
         nl.fit_power_law_samples(x, np.zeros((5, 3)))
+
+
+def _normal_equations(x, y, y_se=None):
+    """The weighted line fit as it was computed before it moved onto numpy.polyfit."""
+    w = np.ones_like(x) if y_se is None else 1.0 / np.asarray(y_se) ** 2
+    a = np.stack([x, np.ones_like(x)], 1)
+    cov = np.linalg.inv(a.T @ (w[:, None] * a))
+    coef = cov @ (a.T @ (w * y))
+    chi2_dof = float(np.sum(w * (y - a @ coef) ** 2)) / (x.size - 2)
+    cov = cov * (chi2_dof if y_se is None else max(1.0, chi2_dof))
+    return coef[0], np.sqrt(cov[0, 0]), coef[1], np.sqrt(cov[1, 1])
+
+
+@pytest.mark.parametrize("scatter", [0.3, 3.0])  # chi^2/dof below 1 (not deflated) and above
+def test_polyfit_line_fit_equals_the_normal_equations(scatter):
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.5, 3.0, 9)
+    se = np.full(9, 0.05) * (1 + x)
+    y = 0.2 - 1.3 * x + scatter * se * rng.standard_normal(9)
+    for errors in (se, None):
+        got = nl.fit_line(x, y, errors)
+        np.testing.assert_allclose(got, _normal_equations(x, y, errors), rtol=1e-11)
+    a = np.stack([x, np.ones_like(x)], 1)
+    unscaled = np.sqrt(np.linalg.inv(a.T @ (a / se[:, None] ** 2))[0, 0])
+    ratio = nl.fit_line(x, y, se).slope_se / unscaled
+    if scatter < 1:
+        assert ratio == pytest.approx(1.0)  # never deflated below what y_se implies
+    else:
+        assert ratio > 1.5  # inflated by sqrt(chi^2 / dof)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import ntklib as nl
+from ntklib.empirical import ntk_diagonal_mc
 from ntklib.hierarchy import k3, k3_hessian
-from ntklib.sweep import map_keys, ntk_diagonal_mc, sweep
+from ntklib.sweep import map_keys, map_points
 
 
 def test_diagonal_mc_matches_per_network_loop(key):
@@ -29,7 +30,7 @@ SHARDED = textwrap.dedent(
     import sys, jax, numpy as np
     jax.config.update("jax_enable_x64", True)
     import ntklib as nl
-    from ntklib.sweep import ntk_diagonal_mc
+    from ntklib.empirical import ntk_diagonal_mc
     assert len(jax.devices()) == int(sys.argv[2]), jax.devices()
     net = nl.MLP(3, (16, 8), "erf", "ntk", 1.2, 0.1)
     key = jax.random.PRNGKey(7)
@@ -69,7 +70,7 @@ MULTIPROCESS = textwrap.dedent(
                                initialization_timeout=60)
     assert jax.process_count() == 2 and len(jax.devices()) == 4, jax.devices()
     import ntklib as nl
-    from ntklib.sweep import ntk_diagonal_mc
+    from ntklib.empirical import ntk_diagonal_mc
     net = nl.MLP(3, (16, 8), "erf", "ntk", 1.2, 0.1)
     x = jax.random.normal(jax.random.PRNGKey(8), (4, 3))
     np.save(out, ntk_diagonal_mc(net, jax.random.PRNGKey(7), 22, x, chunk=8))
@@ -162,10 +163,10 @@ def test_sweep_resumes_from_saved_points(tmp_path, capsys):
         return np.full(3, point["w"] * 1.5)
 
     points = [{"w": w, "d": 2} for w in (8, 16, 32)]
-    first = sweep(points, run, tmp_path)
+    first = map_points(points, run, tmp_path)
     assert len(calls) == 3 and "3/3" in capsys.readouterr().err
     (tmp_path / next(iter(sorted(os.listdir(tmp_path))))).unlink()  # lose one finished point
-    again = sweep(points, run, tmp_path)
+    again = map_points(points, run, tmp_path)
     assert len(calls) == 4  # only the lost point was recomputed
     for a, b in zip(first, again, strict=True):
         assert np.array_equal(a, b)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+import jupytext
 import yaml
 
-from ntklib.book.params import (
+from ntkbook.params import (
     ParameterError,
     ParamSpec,
     Rules,
@@ -69,12 +71,28 @@ class Project:
         return _load_profiles(self.profiles_file, self.profiles_file.stat().st_mtime_ns)
 
     def source_hash(self) -> str:
-        """Hash of every ntklib source file: a chapter reruns when the library changes."""
-        h = hashlib.sha256()
-        for p in sorted((self.root / "ntklib").rglob("*.py")):
-            h.update(p.relative_to(self.root).as_posix().encode())
-            h.update(p.read_bytes())
-        return h.hexdigest()
+        """Hash of every source file of the ``ntklib`` the chapters import (found without
+        importing it): a chapter reruns when the library changes, not when ``ntkbook`` does."""
+        return library_hash()
+
+
+def library_root() -> Path:
+    """The folder of the installed ``ntklib`` package, found without importing it."""
+    spec = importlib.util.find_spec("ntklib")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("ntklib is not installed: run `make book` (it installs it)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def library_hash() -> str:
+    """SHA-256 over the relative paths and bytes of every ``*.py`` file of ``ntklib``: the
+    chapters' cache key covers the library they import, not ``ntkbook``."""
+    root = library_root()
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(p.relative_to(root.parent).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,8 +138,6 @@ class Chapter:
         return self.outdir / f"{self.name}.ipynb"
 
     def read(self):
-        import jupytext
-
         return jupytext.read(self.source)
 
     def _parameters_cell(self) -> str:

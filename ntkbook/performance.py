@@ -10,9 +10,12 @@ the largest size there.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from matplotlib.figure import Figure
+
+from ntklib._io import atomic_write, atomic_write_bytes
 
 RESULTS = Path("benchmarks") / "results"
 SIZES_SHOWN = ("full", "small")  # preference order of the committed runs
@@ -63,25 +66,26 @@ def _worst(rows: list[Row], key: str = "ratio") -> Row | None:
     return min(rows, key=lambda r: r[key]) if rows else None
 
 
-def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """Each target of the benchmarks issue, evaluated on a report's rows: the worst measured
-    ratio over the sizes it covers, and whether it holds (None: not measured in this run)."""
-    out = []
+def _target(name: str, worst: Row | None, value: float | None, holds: bool | None, n: int):
+    where = worst["workload"] if worst else "—"
+    return dict(target=name, worst=value, where=where, holds=holds, rows=n)
 
-    def add(name: str, worst: Row | None, value: float | None, holds: bool | None, n: int):
-        where = worst["workload"] if worst else "—"
-        out.append(dict(target=name, worst=value, where=where, holds=holds, rows=n))
 
-    def at_least(name: str, candidates: list[Row], minimum: float):
-        w = _worst(candidates)
-        n = len([r for r in candidates if r["ratio"] is not None])
-        add(name, w, w and w["ratio"], None if w is None else w["ratio"] >= minimum, n)
+def _at_least(name: str, candidates: list[Row], minimum: float) -> dict[str, Any]:
+    """The target ``ratio >= minimum``, judged on the worst ratio among ``candidates``."""
+    w = _worst(candidates)
+    n = len([r for r in candidates if r["ratio"] is not None])
+    return _target(name, w, w and w["ratio"], None if w is None else w["ratio"] >= minimum, n)
 
-    def at_most(name: str, candidates: list[Row], key: str, maximum: float):
-        measured = [r for r in candidates if r.get(key) is not None]
-        w = max(measured, key=lambda r: r[key]) if measured else None
-        add(name, w, w and w[key], None if w is None else w[key] <= maximum, len(measured))
 
+def _at_most(name: str, candidates: list[Row], key: str, maximum: float) -> dict[str, Any]:
+    """The target ``row[key] <= maximum``, judged on the largest value among ``candidates``."""
+    measured = [r for r in candidates if r.get(key) is not None]
+    w = max(measured, key=lambda r: r[key]) if measured else None
+    return _target(name, w, w and w[key], None if w is None else w[key] <= maximum, len(measured))
+
+
+def _gram_targets(rows: list[Row]) -> list[dict[str, Any]]:
     grams = [r for r in rows if r["bench"] == "gram" and (r["peer"] or "").startswith("nt ")]
     fastest: dict[str, Row] = {}
     for r in grams:
@@ -89,57 +93,79 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             best = fastest.get(r["workload"])
             if best is None or r["peer_seconds"] < best["peer_seconds"]:
                 fastest[r["workload"]] = r
-    at_least(
-        "gram: at least as fast as neural-tangents' fastest implementation, every size (ratio >= 1)",
-        list(fastest.values()),
-        1,
-    )
     jac = [
         r
         for r in grams
         if r["peer"] == "nt jacobian contraction" and r.get("params") and r["params"][1] >= 1024
     ]
-    at_least(
-        "gram: at least 5x neural-tangents' Jacobian contraction at width >= 1024 (where it runs)",
-        jac,
-        5,
-    )
+    return [
+        _at_least(
+            "gram: at least as fast as neural-tangents' fastest implementation, every size (ratio >= 1)",
+            list(fastest.values()),
+            1,
+        ),
+        _at_least(
+            "gram: at least 5x neural-tangents' Jacobian contraction at width >= 1024 (where it runs)",
+            jac,
+            5,
+        ),
+    ]
+
+
+def _kernel_targets(rows: list[Row]) -> list[dict[str, Any]]:
     deep = [
         r for r in rows if r["bench"] == "kernel" and r.get("params") and r["params"][1] >= 1000
     ]
-    at_least("kernel: at least 10x stax's kernel_fn at depth >= 1000", deep, 10)
-    at_most(
-        "kernel: agreement 1e-10 (float64) at depth >= 1000, off the diagonal",
-        deep,
-        "agreement",
-        1e-10,
-    )
+    out = [
+        _at_least("kernel: at least 10x stax's kernel_fn at depth >= 1000", deep, 10),
+        _at_most(
+            "kernel: agreement 1e-10 (float64) at depth >= 1000, off the diagonal",
+            deep,
+            "agreement",
+            1e-10,
+        ),
+    ]
     # Which library is off when they disagree: each against the same recursion in extended
     # precision (benchmarks/workloads.py:reference_pairs), on the same pairs.
     for key, who in (("ntklib_error", "ntklib"), ("peer_error", "neural-tangents")):
-        at_most(
-            f"kernel: {who} within 1e-10 of the extended-precision recursion at depth >= 1000",
-            deep,
-            key,
-            1e-10,
+        out.append(
+            _at_most(
+                f"kernel: {who} within 1e-10 of the extended-precision recursion at depth >= 1000",
+                deep,
+                key,
+                1e-10,
+            )
         )
+    return out
+
+
+def _mc_targets(rows: list[Row]) -> list[dict[str, Any]]:
     mc = [r for r in rows if r["bench"] == "mc" and r["peer"] == "per-network loop"]
-    at_least(
-        "mc: at least 20x the per-network loop (ntklib's fastest exact sampler)",
-        [r for r in mc if r.get("fastest_ntklib")],
-        20,
-    )
+    return [
+        _at_least(
+            "mc: at least 20x the per-network loop (ntklib's fastest exact sampler)",
+            [r for r in mc if r.get("fastest_ntklib")],
+            20,
+        )
+    ]
+
+
+def _book_targets(rows: list[Row]) -> list[dict[str, Any]]:
     book = [r for r in rows if r["bench"] == "book"]
     w = book[0] if book else None
     frac = w and w["ntklib"] / w["peer_seconds"]
-    add(
-        "book: the no-change rebuild under 10 % of the cold build",
-        w,
-        frac,
-        None if w is None else frac < 0.1,
-        len(book),
-    )
-    return out
+    holds = None if w is None else frac < 0.1
+    return [
+        _target(
+            "book: the no-change rebuild under 10 % of the cold build", w, frac, holds, len(book)
+        )
+    ]
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """Each target of the benchmarks issue, evaluated on a report's rows: the worst measured
+    ratio over the sizes it covers, and whether it holds (None: not measured in this run)."""
+    return _gram_targets(rows) + _kernel_targets(rows) + _mc_targets(rows) + _book_targets(rows)
 
 
 def targets_table(rows: list[Row]) -> str:
@@ -152,12 +178,8 @@ def targets_table(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """Time against size for both libraries: NTK Gram at depth 3, infinite-width NTK."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))  # no pyplot: no backend, no global figure state
+    axes = fig.subplots(1, 2)
     grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
     for dt, style in (("float32", "-"), ("float64", "--")):
         sel = [r for r in grams if r["params"][0] == 3 and r["params"][3] == dt]
@@ -201,7 +223,6 @@ def plot(rows: list[Row], path: Path) -> None:
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
 
 
 def page(report: dict[str, Any], image: str) -> str:
@@ -223,10 +244,6 @@ def write_page(report: dict[str, Any] | None, generated: Path) -> None:
         text = "No benchmark run is recorded in `benchmarks/results/`: run `make bench`.\n"
     else:
         png = generated / "performance.png"
-        tmp_png = generated / ".performance.tmp.png"
-        plot(report["rows"], tmp_png)
-        os.replace(tmp_png, png)
+        atomic_write(png, lambda p: plot(report["rows"], p))
         text = page(report, f"_generated/{png.name}")
-    tmp = generated / ".performance.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, md)
+    atomic_write_bytes(md, text.encode())

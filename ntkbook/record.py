@@ -2,47 +2,31 @@
 
 A chapter calls :func:`check` once per theorem it verifies and :func:`save_figure` for every
 figure. Both display something readable in the notebook and attach a machine-readable record
-to the output's metadata (key ``"ntklib"``), which the chapter runner collects into the
-dashboard and ``checks.json``. When a chapter runs under ``python -m ntklib.book``, the runner
-tells this module where to write and which parameters are in force through ``NTKBOOK_*``
-environment variables; run by hand, files go to ``./ntkbook_output``.
+to the output's metadata (:data:`ntkbook.protocol.METADATA_KEY`), which the chapter runner
+collects into the dashboard and ``checks.json``. Under ``python -m ntkbook`` the runner says
+where to write and which parameters are in force (:mod:`ntkbook.protocol`); run by hand, files
+go to ``./ntkbook_output``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
+import io
 import json
 import math
-import os
-import subprocess
-from pathlib import Path
 from typing import Any, Literal
 
+import matplotlib
+import matplotlib.pyplot as plt
+from IPython import get_ipython
+from IPython.display import display, publish_display_data
+
+from ntkbook.protocol import METADATA_KEY, context
+from ntklib import __version__
+from ntklib._io import atomic_write_bytes
+
 Comparison = Literal["within", "at_most", "at_least"]
-
-
-def context() -> dict[str, Any]:
-    """The run's context: chapter, profile, parameters, output folder, rerun command."""
-    params = json.loads(os.environ.get("NTKBOOK_PARAMS", "{}"))
-    return {
-        "chapter": os.environ.get("NTKBOOK_CHAPTER", "interactive"),
-        "profile": os.environ.get("NTKBOOK_PROFILE", ""),
-        "parameters": params,
-        "outdir": Path(os.environ.get("NTKBOOK_OUTDIR", "ntkbook_output")),
-        "command": os.environ.get("NTKBOOK_COMMAND", ""),
-        "git_commit": os.environ.get("NTKBOOK_GIT_COMMIT") or _git_commit(),
-    }
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def _finite(*values: float | None) -> bool:
@@ -140,26 +124,14 @@ def _display_check(record: dict[str, Any]) -> None:
         f"<code>{_fmt(rec['predicted'])}</code>, tolerance <code>{_fmt(rec['tolerance'])}"
         f"</code><br><small>{html.escape(rec['why'])}</small></div>"
     )
-    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"check": record}})
+    _emit({"text/plain": text, "text/html": body}, {METADATA_KEY: {"check": record}})
 
 
 def _emit(data: dict[str, str], metadata: dict[str, Any]) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import publish_display_data
-    except ImportError:  # pragma: no cover - plain Python without IPython
-        print(data["text/plain"])
-        return
-    if get_ipython() is None:
+    if get_ipython() is None:  # plain Python: print what a notebook would show
         print(data["text/plain"])
         return
     publish_display_data(data, metadata=metadata)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def save_figure(fig: Any, name: str, caption: str = "") -> None:
@@ -171,10 +143,6 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
     record goes to ``<name>.json``; the PNG and SVG are byte-for-byte reproducible (no
     timestamps, fixed SVG ids).
     """
-    import io
-
-    import matplotlib
-
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
     ctx = context()
@@ -185,9 +153,7 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
         meta = {"Date": None} if ext == "svg" else {"Software": None}
         with matplotlib.rc_context({"svg.hashsalt": name}):
             fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight", metadata=meta)
-        _atomic_write_bytes(figdir / f"{name}.{ext}", buf.getvalue())
-    from ntklib import __version__
-
+        atomic_write_bytes(figdir / f"{name}.{ext}", buf.getvalue())
     prov = {
         "figure": name,
         "caption": caption,
@@ -201,8 +167,8 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
         "files": [f"{name}.png", f"{name}.svg"],
         "command": ctx["command"],
     }
-    _atomic_write_bytes(figdir / f"{name}.json", json.dumps(prov, indent=2).encode())
-    cmd = ctx["command"] or "(run this chapter with python -m ntklib.book run)"
+    atomic_write_bytes(figdir / f"{name}.json", json.dumps(prov, indent=2).encode())
+    cmd = ctx["command"] or "(run this chapter with python -m ntkbook run)"
     cap = f"{caption} " if caption else ""
     text = f"Figure {name}: {cap}({name}.png, {name}.svg). Regenerate with: {cmd}"
     body = (
@@ -211,18 +177,11 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
         f"Regenerate with: <code>{html.escape(cmd)}</code></small></p>"
     )
     _show(fig)
-    _emit({"text/plain": text, "text/html": body}, {"ntklib": {"figure": prov}})
+    _emit({"text/plain": text, "text/html": body}, {METADATA_KEY: {"figure": prov}})
 
 
 def _show(fig: Any) -> None:
     """Display ``fig`` in a notebook (then close it, so it is not shown twice)."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover
-        return
     if get_ipython() is not None:
         display(fig)
-        import matplotlib.pyplot as plt
-
         plt.close(fig)

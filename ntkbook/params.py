@@ -1,25 +1,30 @@
 """Chapter parameters: declared once, in the notebook's ``parameters`` cell.
 
-Each assignment in that cell carries its type, constraints and meaning in a trailing comment::
+Each assignment in that cell is annotated with its type and carries its constraints and meaning
+in a trailing comment (``constraints: meaning``, or just the meaning)::
 
-    depth = 3  # int, >= 1: hidden layers of every network
-    widths = [64, 256, 1024]  # list[int], >= 1, len >= 3: the width sweep
-    activation = "relu"  # str, in {relu, erf}: nonlinearity
-    w_std = 1.0  # float, > 0: weight standard deviation sigma_w
+    depth: int = 3  # ≥ 1: hidden layers of every network
+    widths: list[int] = [64, 256, 1024]  # ≥ 1, len ≥ 3: the width sweep
+    activation: str = "relu"  # in {relu, erf}: nonlinearity
+    seed: int = 0  # root of every random key
 
-Types: ``int``, ``float``, ``bool``, ``str``, ``list[int]``, ``list[float]``, ``list[str]``.
-Constraints (comma-separated, applied to every element of a list): ``>= v``, ``> v``,
-``<= v``, ``< v``, ``in {a, b, ...}``, and for lists ``len >= k`` / ``len <= k``.
-Floats must be finite. The default itself must satisfy the declaration.
+Types: ``int``, ``float``, ``bool``, ``str``, ``list[int]``, ``list[float]``, ``list[str]``
+(annotations papermill's own inspector reads too). Constraints (comma-separated, applied to every
+element of a list): ``≥ v``, ``> v``, ``≤ v``, ``< v``, ``in {a, b, ...}``, and for lists
+``len ≥ k`` / ``len ≤ k``; ``>=`` and ``<=`` are read as well, but papermill's inspector gives
+up on a line with a second ``=``, so the chapters write ``≥`` and ``≤``. Floats must be finite. The default itself must satisfy the
+declaration.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import json
 import math
 import operator
+import os
 import re
 from typing import Any
 
@@ -32,9 +37,13 @@ class ParameterError(ValueError):
 
 _TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_LINE = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<value>.+?)\s*#\s*(?P<decl>.+)$")
+_LINE = re.compile(
+    r"^(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[\w\[\]]+)\s*=\s*(?P<value>.+?)\s*#\s*(?P<decl>.+)$"
+)
+_STARTS_CONS = re.compile(r"^\s*(len\b|[<>≤≥]|in\s*\{)")
+_UNICODE_OPS = {"≥": ">=", "≤": "<="}
 _CONS = re.compile(
-    r"^(?P<len>len\s*)?(?P<op>>=|<=|>|<)\s*(?P<num>[-+]?[\d.]+(?:e[-+]?\d+)?)$|^in\s*\{(?P<set>[^}]*)\}$"
+    r"^(?P<len>len\s*)?(?P<op>>=|<=|≥|≤|>|<)\s*(?P<num>[-+]?[\d.]+(?:e[-+]?\d+)?)$|^in\s*\{(?P<set>[^}]*)\}$"
 )
 
 
@@ -109,30 +118,34 @@ class ParamSpec:
         return self.validate(value, " (from the command line)")
 
 
-def parse_declaration(name: str, default: Any, decl: str) -> ParamSpec:
-    """Build a :class:`ParamSpec` from ``type, constraint, ...: meaning``."""
-    head, sep, doc = decl.partition(":")
-    if not sep or not doc.strip():
-        raise ParameterError(
-            f"parameter {name!r}: declaration needs 'type[, constraints]: meaning'"
-        )
-    items = _split_top(head)
-    typ, cons = items[0].strip(), items[1:]
+def parse_declaration(name: str, typ: str, default: Any, decl: str) -> ParamSpec:
+    """Build a :class:`ParamSpec` from a type and a comment ``[constraint, ...:] meaning``.
+
+    The text before the first colon is read as constraints when it starts like one (``<``,
+    ``>``, ``len``, ``in {``); otherwise the whole comment is the meaning (which may contain
+    colons).
+    """
     if typ not in _TYPES:
         raise ParameterError(
             f"parameter {name!r}: unknown type {typ!r}; types: {', '.join(_TYPES)}"
         )
+    head, sep, doc = decl.partition(":")
+    cons = [c.strip() for c in _split_top(head)] if sep and _STARTS_CONS.match(head) else []
+    if not cons:
+        doc = decl
+    if not doc.strip():
+        raise ParameterError(f"parameter {name!r}: the comment needs a meaning after the colon")
     bounds, length, choices = [], [], None
     for c in cons:
-        m = _CONS.match(c.strip())
+        m = _CONS.match(c)
         if not m:
-            raise ParameterError(f"parameter {name!r}: cannot read constraint {c.strip()!r}")
+            raise ParameterError(f"parameter {name!r}: cannot read constraint {c!r}")
         if m["set"] is not None:
             choices = tuple(s.strip().strip("'\"") for s in m["set"].split(",") if s.strip())
         elif m["len"]:
-            length.append((m["op"], int(float(m["num"]))))
+            length.append((_UNICODE_OPS.get(m["op"], m["op"]), int(float(m["num"]))))
         else:
-            bounds.append((m["op"], float(m["num"])))
+            bounds.append((_UNICODE_OPS.get(m["op"], m["op"]), float(m["num"])))
     spec = ParamSpec(name, typ, default, doc.strip(), tuple(bounds), tuple(length), choices)
     spec.validate(default, " (its default)")
     return spec
@@ -153,7 +166,7 @@ def _split_top(s: str) -> list[str]:
 
 
 def parse_parameters_cell(source: str) -> dict[str, ParamSpec]:
-    """Every ``name = literal  # declaration`` line of a parameters cell, in order.
+    """Every ``name: type = literal  # declaration`` line of a parameters cell, in order.
 
     Blank lines and comment-only lines are allowed; any other line is an error, so the cell
     stays the single, declarative place where a chapter's defaults live.
@@ -166,7 +179,7 @@ def parse_parameters_cell(source: str) -> dict[str, ParamSpec]:
         m = _LINE.match(line)
         if not m:
             raise ParameterError(
-                f"parameters cell: cannot read {line!r} (need 'name = value  # decl')"
+                f"parameters cell: cannot read {line!r} (need 'name: type = value  # meaning')"
             )
         try:
             default = ast.literal_eval(m["value"])
@@ -176,7 +189,7 @@ def parse_parameters_cell(source: str) -> dict[str, ParamSpec]:
             ) from None
         if m["name"] in specs:
             raise ParameterError(f"parameters cell: {m['name']!r} declared twice")
-        specs[m["name"]] = parse_declaration(m["name"], default, m["decl"])
+        specs[m["name"]] = parse_declaration(m["name"], m["type"], default, m["decl"])
     return specs
 
 
@@ -192,8 +205,6 @@ def resolve(specs: dict[str, ParamSpec], *layers: tuple[str, dict[str, Any]]) ->
 
 
 def unknown_message(name: str, specs: dict[str, ParamSpec], origin: str = "") -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, list(specs), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     where = f" in {origin}" if origin else ""
@@ -296,8 +307,6 @@ def _human(n: float) -> str:
 
 def available_memory() -> int | None:
     """Bytes available for a new process (``NTKBOOK_MEMORY_BYTES`` overrides), or None."""
-    import os
-
     if os.environ.get("NTKBOOK_MEMORY_BYTES"):
         return int(os.environ["NTKBOOK_MEMORY_BYTES"])
     try:

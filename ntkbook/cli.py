@@ -1,4 +1,4 @@
-"""``python -m ntklib.book`` (also ``ntkbook``): list, run and build the chapters; show checks.
+"""``python -m ntkbook`` (also ``ntkbook``): list, run and build the chapters; show checks.
 
     ntkbook list
     ntkbook run CHAPTER [--profile ci|quick|full] [-p NAME=VALUE ...] [--force]
@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ntklib.book.params import ParameterError, unknown_message
-from ntklib.book.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
-from ntklib.book.site import value
+from ntkbook.params import ParameterError, unknown_message
+from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
+from ntkbook.runner import ChapterFailed, cache_key, is_fresh, run_chapter
+from ntkbook.site import build_site, collect_checks, value, write_dashboard
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,8 +90,6 @@ def cmd_list(project: Project, args) -> int:
 def _run_one(
     project: Project, ch: Chapter, profile: str, values, overrides, force: bool
 ) -> dict | None:
-    from ntklib.book.runner import cache_key, is_fresh, run_chapter
-
     key = cache_key(ch, values)
     if not force and is_fresh(ch, key):
         print(f"{ch.name}: unchanged since its last successful run (cached; --force reruns)")
@@ -118,8 +118,6 @@ def cmd_run(project: Project, args) -> int:
 
 
 def cmd_build(project: Project, args) -> int:
-    from ntklib.book.site import build_site, write_dashboard
-
     chapters = [project.chapter(n) for n in project.chapter_names()]
     resolved = [(ch, ch.resolve(args.profile, {})) for ch in chapters]  # validate all first
     t0 = time.perf_counter()
@@ -144,14 +142,12 @@ def cmd_build(project: Project, args) -> int:
 
 
 def cmd_checks(project: Project, args) -> int:
-    from ntklib.book.site import collect_checks
-
     checks = collect_checks(project)
     if args.json:
         print(json.dumps(checks, indent=2))
     else:
         if not checks:
-            print("no checks recorded yet: run `python -m ntklib.book build` first")
+            print("no checks recorded yet: run `python -m ntkbook build` first")
         for c in checks:
             unc = value(c, "uncertainty", ".3g")
             unc = "" if unc == "—" else f" ± {unc}"
@@ -189,8 +185,6 @@ def _terminate(signum, frame):  # SIGTERM -> the same clean-up path as Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     signal.signal(signal.SIGTERM, _terminate)
     args = make_parser().parse_args(argv)
     try:
@@ -205,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         print("ntkbook: interrupted; previous results untouched", file=sys.stderr)
         return 130
     except Exception as e:  # chapter failures and site build failures
-        from ntklib.book.runner import ChapterFailed
-
         if isinstance(e, ChapterFailed | RuntimeError):
             print(f"ntkbook: {e}", file=sys.stderr)
             return 1

@@ -3,13 +3,14 @@
 * :func:`collect_checks` gathers every chapter's ``checks.json``;
 * :func:`write_dashboard` writes ``book/_generated/dashboard_table.md`` (included by
   ``book/dashboard.md``), ``book/_generated/runs_table.md`` and the Performance page's
-  table and plot (:mod:`ntklib.book.performance`, from ``benchmarks/results/``);
+  table and plot (:mod:`ntkbook.performance`, from ``benchmarks/results/``);
 * :func:`build_site` runs Jupyter Book 1.x with warnings as errors, then writes
   ``_build/html/checks.json`` and verifies every chapter page shows its figures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,10 +21,12 @@ from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
+import mathjax
 import yaml
 
-from ntklib.book.performance import latest_report, write_page
-from ntklib.book.project import Project
+from ntkbook.performance import latest_report, write_page
+from ntkbook.project import Project, library_hash
+from ntklib._io import atomic_write_bytes
 
 
 def collect_checks(project: Project) -> list[dict[str, Any]]:
@@ -58,7 +61,7 @@ def _cell(s: str) -> str:
 
 def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
     if not checks:
-        return "No chapter has been run yet: run `python -m ntklib.book build`.\n"
+        return "No chapter has been run yet: run `python -m ntkbook build`.\n"
     n_fail = sum(not c["passed"] for c in checks)
     head = (
         f"**{len(checks) - n_fail} of {len(checks)} checks pass"
@@ -100,9 +103,7 @@ def runs_markdown(runs: list[dict[str, Any]]) -> str:
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def write_dashboard(project: Project) -> list[dict[str, Any]]:
@@ -119,8 +120,6 @@ def stage_mathjax(project: Project) -> Path:
     The site then renders math with no network: ``_config.yml`` points Sphinx's
     ``mathjax_path`` at this copy instead of a CDN.
     """
-    import mathjax
-
     src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     dst = project.root / "book" / "_static" / "mathjax"
     if (dst / "tex-mml-chtml.js").exists():
@@ -138,15 +137,13 @@ def stage_mathjax(project: Project) -> Path:
 
 def site_key(project: Project) -> str:
     """Hash of everything the site is built from: the book's pages and generated files, the
-    executed chapters, the configuration and the book's own Sphinx code."""
-    import hashlib
-
-    h = hashlib.sha256()
+    executed chapters, the configuration, ntkbook's code and ntklib's sources (the API page)."""
+    h = hashlib.sha256(library_hash().encode())
     files = [project.root / "_config.yml", project.root / "_toc.yml"]
     files += sorted(
         p for p in (project.root / "book").rglob("*") if p.is_file() and "_static" not in p.parts
     )
-    files += sorted((project.root / "ntklib" / "book").glob("*.py"))
+    files += sorted(Path(__file__).parent.glob("*.py"))  # ntkbook's own code
     for p in files:
         if p.exists():
             h.update(p.relative_to(project.root).as_posix().encode())
@@ -215,9 +212,7 @@ def write_root_page(project: Project, html: Path) -> None:
         f'<body><p><a href="{target}">{title}</a></p></body>\n'
         "</html>\n"
     )
-    tmp = html / ".index.html.tmp"
-    tmp.write_text(page)
-    os.replace(tmp, html / "index.html")
+    atomic_write_bytes(html / "index.html", page.encode())
 
 
 def verify_figures(project: Project, html: Path) -> None:

@@ -1,0 +1,226 @@
+"""Execute one chapter with papermill and publish its results atomically.
+
+jupytext text -> notebook -> papermill (values injected after the ``parameters`` cell) in a
+temporary folder under ``_build/tmp``; only when execution succeeds and every promised file
+exists is the chapter's output folder replaced by the new one. A failed or interrupted run
+leaves the previous notebook, figures and checks untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import papermill
+
+from ntkbook.params import canonical
+from ntkbook.project import Chapter
+from ntkbook.protocol import git_commit, records, run_environment
+from ntklib._io import atomic_write_bytes
+
+
+class ChapterFailed(Exception):
+    """The chapter's code raised; the previous results are kept."""
+
+
+def cache_key(chapter: Chapter, values: dict[str, Any]) -> str:
+    """Hash of the chapter's source, its resolved parameters and the ``ntklib`` sources."""
+    h = hashlib.sha256()
+    h.update(chapter.source.read_bytes())
+    h.update(canonical(values).encode())
+    h.update(chapter.project.source_hash().encode())
+    return h.hexdigest()
+
+
+def is_fresh(chapter: Chapter, key: str) -> bool:
+    """True when the last successful run had this cache key and its files are all there."""
+    try:
+        run = json.loads((chapter.outdir / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return run.get("cache_key") == key and chapter.notebook_out.exists()
+
+
+def rerun_command(chapter: str, profile: str, overrides: dict[str, Any]) -> str:
+    parts = ["python", "-m", "ntkbook", "run", chapter, "--profile", profile]
+    for k, v in overrides.items():
+        parts += ["-p", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    return shlex.join(parts)
+
+
+def run_chapter(
+    chapter: Chapter,
+    profile: str,
+    values: dict[str, Any],
+    overrides: dict[str, Any],
+    *,
+    log=print,
+) -> dict[str, Any]:
+    """Run ``chapter`` with resolved ``values``; return its run record (also ``run.json``).
+
+    Three steps: :func:`execute` the notebook in a temporary folder, :func:`verify` that every
+    figure it promised is there, then :func:`record` its checks and run record; the folder
+    then replaces the previous results (two renames).
+    """
+    project = chapter.project
+    tmp_root = project.build / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    recover(tmp_root, chapter.outdir)
+    tmp = tmp_root / f"{chapter.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    command = rerun_command(chapter.name, profile, overrides)
+    commit = git_commit(project.root)
+    env = run_environment(
+        chapter=chapter.name,
+        profile=profile,
+        parameters_json=canonical(values),
+        outdir=tmp,
+        command=command,
+        git_commit=commit,
+    )
+    t0 = time.perf_counter()
+    try:
+        executed = execute(chapter, profile, values, tmp, env, log)
+        checks, figures = records(executed)
+        verify(chapter, tmp, figures)
+        run = {
+            "chapter": chapter.name,
+            "profile": profile,
+            "parameters": values,
+            "overrides": overrides,
+            "command": command,
+            "cache_key": cache_key(chapter, values),
+            "git_commit": commit,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "checks": len(checks),
+            "checks_failed": sum(not c["passed"] for c in checks),
+            "figures": [f["figure"] for f in figures],
+        }
+        record(tmp, checks, run)
+        _publish(tmp, chapter.outdir, tmp_root)
+        return run
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def execute(
+    chapter: Chapter,
+    profile: str,
+    values: dict[str, Any],
+    tmp: Path,
+    env: dict[str, str],
+    log=print,
+) -> nbformat.NotebookNode:
+    """Convert the chapter to a notebook and run it with papermill in ``tmp``, its kernel
+    under ``env`` (the :mod:`ntkbook.protocol` variables); return the executed notebook.
+
+    A failing cell raises :class:`ChapterFailed`, the executed notebook kept in
+    ``_build/failed/`` for inspection.
+    """
+    project = chapter.project
+    nb = jupytext.read(chapter.source)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    src = tmp / f"{chapter.name}.source.ipynb"
+    nbformat.write(nb, src)
+    out = tmp / f"{chapter.name}.ipynb"
+    log(f"  executing {chapter.source.relative_to(project.root)} ({profile} profile)")
+    env_before = dict(os.environ)
+    os.environ.update(
+        env,
+        PYTHONHASHSEED="0",
+        # figures must reach the notebook whatever the caller's backend (CI often sets Agg)
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
+    try:
+        papermill.execute_notebook(
+            str(src),
+            str(out),
+            parameters=values,
+            kernel_name="python3",
+            cwd=str(tmp),
+            progress_bar=sys.stderr.isatty(),
+            report_mode=False,
+            request_save_on_cell_execute=False,
+        )
+    except papermill.PapermillExecutionError as e:
+        failed = project.build / "failed"
+        failed.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.copy(out, failed / out.name)
+        raise ChapterFailed(
+            f"chapter {chapter.name!r} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+            f"(executed notebook kept in {failed.relative_to(project.root)}/{out.name}; "
+            "previous results untouched)"
+        ) from None
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    src.unlink()
+    return nbformat.read(out, as_version=4)
+
+
+def verify(chapter: Chapter, tmp: Path, figures: list[dict[str, Any]]) -> None:
+    """Every figure the chapter recorded has its PNG, SVG and provenance file, non-empty."""
+    for fig in figures:
+        for f in fig["files"] + [f"{fig['figure']}.json"]:
+            p = tmp / "figures" / f
+            if not p.exists() or p.stat().st_size == 0:
+                raise ChapterFailed(f"chapter {chapter.name!r}: figure file {f} missing")
+
+
+def record(tmp: Path, checks: list[dict[str, Any]], run: dict[str, Any]) -> None:
+    """Write the chapter's ``checks.json`` and ``run.json`` beside its executed notebook."""
+    atomic_write_bytes(tmp / "checks.json", json.dumps(checks, indent=2).encode())
+    atomic_write_bytes(tmp / "run.json", json.dumps(run, indent=2).encode())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(tmp_root: Path, final: Path) -> None:
+    """Clean up after a run that was killed (SIGKILL leaves no chance to clean up).
+
+    Temporary folders of dead processes are removed; if a kill landed between the two renames
+    of :func:`_publish`, the previous results are moved back into place.
+    """
+    for d in tmp_root.glob(f"{final.name}-*"):
+        parts = d.name[len(final.name) + 1 :].split("-")
+        if len(parts) == 2 and parts[0].isdigit() and not _alive(int(parts[0])):
+            shutil.rmtree(d, ignore_errors=True)
+    olds = sorted(tmp_root.glob(f"old-{final.name}-*"))
+    if olds and not final.exists():
+        os.replace(olds[-1], final)
+    for d in tmp_root.glob(f"old-{final.name}-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:
+    """Replace ``final`` by ``tmp`` with two renames (same file system)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = tmp_root / f"old-{final.name}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)

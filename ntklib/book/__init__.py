@@ -1,1 +1,0 @@
-"""The chapter runner and book builder: ``python -m ntklib.book --help``."""

@@ -1,5 +1,0 @@
-import sys
-
-from ntklib.book.cli import main
-
-sys.exit(main())

@@ -1,0 +1,131 @@
+"""The two wings: ntklib (the science) imports nothing from ntkbook (the publishing); no import
+cycle inside ntklib; no import inside a function; sweep is batching that imports no model."""
+
+import ast
+import hashlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAZY = {("ntkbook/__init__.py", "ntkbook")}  # PEP 562 export: the CLI must not import JAX
+
+
+def _modules(pkg: str) -> dict[str, ast.Module]:
+    return {
+        p.relative_to(ROOT).as_posix(): ast.parse(p.read_text())
+        for p in sorted((ROOT / pkg).rglob("*.py"))
+    }
+
+
+def _imported(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_ntklib_imports_nothing_from_ntkbook():
+    for path, tree in _modules("ntklib").items():
+        bad = {n for n in _imported(tree) if n == "ntkbook" or n.startswith("ntkbook.")}
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_no_import_inside_a_function():
+    for pkg in ("ntklib", "ntkbook", "benchmarks"):
+        for path, tree in _modules(pkg).items():
+            for fn in ast.walk(tree):
+                if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Import | ast.ImportFrom):
+                        mod = getattr(node, "module", None) or node.names[0].name
+                        assert (path, mod) in LAZY, (
+                            f"{path}:{node.lineno} imports {mod} in {fn.name}"
+                        )
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = {Path(p).stem: tree for p, tree in _modules("ntklib").items()}
+    graph = {}
+    for name, tree in mods.items():
+        deps = set()
+        for n in _imported(tree):
+            parts = n.split(".")
+            if parts[0] == "ntklib" and len(parts) > 1 and parts[1] in mods:
+                deps.add(parts[1])
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_cycle_in_ntklib():
+    graph = _graph()
+    graph.pop("__init__")  # the package imports every module; no module imports the package
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in graph[n]:
+            assert state.get(m) != 1, f"import cycle: {' -> '.join([*path, n, m])}"
+            if m not in state:
+                visit(m, [*path, n])
+        state[n] = 2
+
+    for n in graph:
+        if n not in state:
+            visit(n, [])
+
+
+def test_sweep_is_generic_batching():
+    models = {"mlp", "empirical", "narrow", "finite", "hierarchy", "train", "infinite", "depth"}
+    assert not (_graph()["sweep"] & models), _graph()["sweep"]
+    assert "sweep" in _graph()["empirical"]  # the Monte Carlo engines sit above it
+
+
+def test_public_api_is_sorted_and_complete():
+    import types
+
+    import ntklib as nl
+
+    assert nl.__all__ == sorted(nl.__all__)
+    assert all(hasattr(nl, n) for n in nl.__all__)
+    assert isinstance(nl.sweep, types.ModuleType) and isinstance(nl.hierarchy, types.ModuleType)
+    for n in nl.__all__:  # every public function documents its arguments
+        obj = getattr(nl, n)
+        if callable(obj) and not isinstance(obj, type):
+            assert (obj.__doc__ or "").strip(), f"ntklib.{n} has no docstring"
+
+
+def test_chapter_cache_key_covers_ntklib_not_ntkbook():
+    from ntkbook.project import library_hash, library_root
+
+    assert library_root() == ROOT / "ntklib"
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "ntklib").rglob("*.py")):
+        h.update(p.relative_to(ROOT).as_posix().encode())
+        h.update(p.read_bytes())
+    assert library_hash() == h.hexdigest()  # the site's HTML code (ntkbook) is not in it
+
+
+def test_docstring_formula_blocks_become_literal_blocks():
+    from ntkbook.sphinx_ext import literal_formula_blocks
+
+    doc = ["Text:", "", "    K = |a|^2 |b|^2", "", "more text", "", "Arguments:", "    x: y", ""]
+    assert literal_formula_blocks(doc) == [
+        "Text:",
+        "",
+        "::",
+        "",
+        "    K = |a|^2 |b|^2",
+        "",
+        "more text",
+        "",
+        "Arguments:",
+        "    x: y",
+        "",
+    ]
+    bullet = ["* item:", "", "      f = |x|", "", "  continued", ""]
+    assert literal_formula_blocks(bullet)[2:4] == ["::", ""]  # at the bullet's body indent
+    assert literal_formula_blocks(["a::", "", "    b"]) == ["a::", "", "    b"]
