@@ -1,10 +1,19 @@
-"""Small statistics for theorem checks: Monte Carlo errors, weighted line and power-law fits."""
+"""Statistics for theorem checks that SciPy and NumPy do not provide as such.
+
+Standard errors come from :func:`scipy.stats.sem`, weighted line fits from
+:func:`numpy.polyfit` (``cov="unscaled"``) and bootstrap intervals from
+:func:`scipy.stats.bootstrap`; what is ours is the *never-deflate* error scaling of a weighted
+fit, power laws on log-log axes, the moment ratio with its delta-method error, and seeding the
+bootstrap from a ``jax.random`` key.
+"""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import numpy as np
+from scipy import stats as _sps
 
 
 class LineFit(NamedTuple):
@@ -17,30 +26,32 @@ class LineFit(NamedTuple):
 
 
 def mean_and_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sample mean and its standard error ``std / sqrt(n)`` (ddof = 1) along ``axis``."""
+    """Sample mean and its standard error ``std / sqrt(n)`` (ddof = 1) along ``axis``
+    (default 0): :func:`scipy.stats.sem`."""
     s = np.asarray(samples, dtype=float)
-    n = s.shape[axis]
-    if n < 2:
+    if s.shape[axis] < 2:
         raise ValueError("need at least 2 samples for a standard error")
-    return s.mean(axis), s.std(axis, ddof=1) / np.sqrt(n)
+    return s.mean(axis), _sps.sem(s, axis=axis, ddof=1)
 
 
 def fit_line(x, y, y_se=None) -> LineFit:
-    """Weighted least squares of ``y`` on ``x``.
+    """Weighted least squares of ``y`` on ``x`` (:func:`numpy.polyfit`, degree 1).
 
-    With ``y_se`` the weights are ``1 / y_se^2`` and the standard errors are those implied by
-    ``y_se``, inflated by ``sqrt(chi^2 / dof)`` when the points scatter more than their errors
-    allow (never deflated). Without ``y_se``: ordinary least squares and its usual errors.
+    With ``y_se`` (default ``None``) the weights are ``1 / y_se^2`` and the standard errors are
+    those implied by ``y_se`` (``cov="unscaled"``), inflated by ``sqrt(chi^2 / dof)`` when the
+    points scatter more than their errors allow -- never deflated. Without ``y_se``: ordinary
+    least squares and its usual errors (scaled by ``chi^2 / dof``).
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 3:
         raise ValueError("need at least 3 points to fit a line with errors")
-    w = np.ones_like(x) if y_se is None else 1.0 / np.asarray(y_se, float) ** 2
-    a = np.stack([x, np.ones_like(x)], 1)
-    cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    coef = cov @ (a.T @ (w * y))
-    chi2_dof = float(np.sum(w * (y - a @ coef) ** 2)) / (x.size - 2)
-    cov = cov * (chi2_dof if y_se is None else max(1.0, chi2_dof))
+    if y_se is None:
+        coef, cov = np.polyfit(x, y, 1, cov=True)
+    else:
+        se = np.asarray(y_se, float)
+        coef, cov = np.polyfit(x, y, 1, w=1.0 / se, cov="unscaled")
+        chi2_dof = float(np.sum(((y - np.polyval(coef, x)) / se) ** 2)) / (x.size - 2)
+        cov = cov * max(1.0, chi2_dof)
     return LineFit(
         float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), float(np.sqrt(cov[1, 1]))
     )
@@ -49,7 +60,8 @@ def fit_line(x, y, y_se=None) -> LineFit:
 def fit_power_law(x, y, y_se=None) -> LineFit:
     """``y ~ exp(intercept) x^slope``: :func:`fit_line` on log-log axes.
 
-    ``se(log y) = y_se / y`` (delta method), so relative errors set the weights.
+    ``se(log y) = y_se / y`` (delta method), so relative errors set the weights; ``y_se``
+    defaults to ``None`` (unweighted).
     """
     y = np.asarray(y, float)
     log_se = None if y_se is None else np.asarray(y_se, float) / y
@@ -70,8 +82,7 @@ def fit_power_law_samples(x, samples) -> LineFit:
         raise ValueError(f"samples must have shape (len(x), k >= 2), got {s.shape}")
     if not np.all(np.isfinite(s) & (s > 0)):
         raise ValueError("samples must be positive and finite")
-    logs = np.log(s)
-    mean, se = mean_and_se(logs, axis=1)
+    mean, se = mean_and_se(np.log(s), axis=1)
     return fit_line(np.log(np.asarray(x, float)), mean, se)
 
 
@@ -95,26 +106,33 @@ def moment_ratio(samples) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    key, samples, statistic, *, n_boot: int = 1000, level: float = 0.95, block: int = 50
+    key: jax.Array, samples, statistic, *, n_boot: int = 1000, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(samples)`` (resampling with replacement).
+    """Percentile bootstrap interval of ``statistic(samples)``: :func:`scipy.stats.bootstrap`.
 
-    Resampling indices come from ``jax.random`` under ``key`` (reproducible); ``block``
-    replicates are drawn at a time to bound memory at ``block * len(samples)`` indices.
+    Arguments:
+        key: a ``jax.random`` key; the resampling generator is seeded from its data, so the
+            interval is reproducible from the chapter's seed.
+        samples: the sample, resampled along axis 0 (with replacement).
+        statistic: a function of a resampled array, returning a number.
+        n_boot: resamples, default 1000. level: the interval's coverage, default 0.95.
     """
-    import jax
-
     x = np.asarray(samples)
     if x.shape[0] < 2:
         raise ValueError("need at least 2 samples")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    stats = []
-    for i in range(0, n_boot, block):
-        b = min(block, n_boot - i)
-        idx = np.asarray(
-            jax.random.randint(jax.random.fold_in(key, i), (b, x.shape[0]), 0, x.shape[0])
-        )
-        stats.extend(float(statistic(x[row])) for row in idx)
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    data = (
+        jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    )
+    rng = np.random.default_rng(np.asarray(data, np.uint32))
+    res = _sps.bootstrap(
+        (x,),
+        statistic,
+        n_resamples=n_boot,
+        confidence_level=level,
+        method="percentile",
+        vectorized=False,
+        rng=rng,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
