@@ -31,7 +31,16 @@ commute with scaling, ``V(t Sigma) = t V(Sigma)`` and ``Vd(t Sigma) = Vd(Sigma)`
 
 
 def get_activation(name: str) -> Activation:
-    """Return the activation called ``name``; raise ``ValueError`` listing the known ones."""
+    """Return the activation called ``name``; raise ``ValueError`` listing the known ones.
+
+    Arguments:
+        name: one of ``"relu"``, ``"tanh"``, ``"erf"``, ``"identity"``, ``"elu"``,
+            ``"gelu"`` (exact, not the tanh approximation), ``"softplus"``, ``"swish"``; a
+            value that is not a string raises ``TypeError``.
+
+    Returns:
+        The elementwise function ``phi``, array to array.
+    """
     if not isinstance(name, str):
         raise TypeError(f"activation must be a string, got {type(name).__name__}")
     try:

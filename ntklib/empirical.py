@@ -47,6 +47,15 @@ def layer_signals(net: MLP, params: Params, x: jax.Array) -> tuple[list, list]:
 
     One reverse pass for the whole batch: the examples do not interact, so the gradient of
     ``sum_x f(x)`` with respect to a per-example perturbation of ``h_{l+1}`` is ``delta_{l+1}(x)``.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x: a batch of inputs, shape (B, n_0).
+
+    Returns:
+        ``(acts, deltas)``: ``acts[l] = a_l`` of shape (B, n_l) for ``l = 0..L`` and
+        ``deltas[l] = delta_{l+1}`` of shape (B, n_{l+1}) (the last (B, 1), all ones).
     """
     b = x.shape[0]
     eps = [jnp.zeros((b, n), x.dtype) for n in net.dims[1:]]
@@ -61,7 +70,17 @@ def layer_signals(net: MLP, params: Params, x: jax.Array) -> tuple[list, list]:
 
 @partial(jax.jit, static_argnums=0)
 def ntk_gram(net: MLP, params: Params, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
-    """Empirical NTK Gram matrix ``Theta(x1_i, x2_j)`` of shape (B1, B2), layer-structured."""
+    """Empirical NTK Gram matrix ``Theta(x1_i, x2_j)`` of shape (B1, B2), layer-structured.
+
+    The sum over layers of the module docstring (Jacot et al. 2018, proof of Thm. 1); jitted
+    with ``net`` static.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x1: inputs, shape (B1, n_0).
+        x2: inputs, shape (B2, n_0), default ``None`` (``x2 = x1``, one pass for both).
+    """
     a1, d1 = layer_signals(net, params, x1)
     a2, d2 = (a1, d1) if x2 is None else layer_signals(net, params, x2)
     cws, cb2 = net.weight_multipliers(), net.bias_multiplier() ** 2
@@ -76,6 +95,11 @@ def ntk_diagonal(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """``Theta(x_i, x_i)`` for each row of ``x``, shape (B,): one forward and backward pass.
 
     ``Theta(x, x) = |df/dtheta|^2 = sum_l |delta_{l+1}|^2 (c_l^2 |a_l|^2 + c_b^2)``.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x: inputs, shape (B, n_0).
     """
     acts, deltas = layer_signals(net, params, x)
     cws, cb2 = net.weight_multipliers(), net.bias_multiplier() ** 2
@@ -131,13 +155,15 @@ def ntk(
         f: an :class:`~ntklib.mlp.MLP`, or an apply function ``f(params, x)`` returning shape
             ``(B,)`` (or ``(B, k)``, with ``output`` choosing the column).
         params: the parameters (any pytree).
-        x1: inputs ``(B1, ...)``; x2: inputs ``(B2, ...)``, default ``None`` (``x2 = x1``).
+        x1: inputs ``(B1, ...)``.
+        x2: inputs ``(B2, ...)``, default ``None`` (``x2 = x1``).
         output: the output column of a vector-valued ``f``, default ``None`` (scalar output).
         implementation: ``"auto"`` (default: ``"structured"`` for an MLP, else
             ``"gradients"``), ``"structured"`` (MLP only: :func:`ntk_gram`, the layer sums),
             ``"gradients"`` (one gradient per input) or ``"jacobian"`` (the batch's Jacobian).
 
-    Returns the (B1, B2) Gram matrix. Every route is exact; they differ in cost and memory.
+    Returns:
+        The (B1, B2) Gram matrix. Every route is exact; they differ in cost and memory.
     """
     if implementation not in ("auto", "structured", "gradients", "jacobian"):
         raise ValueError(
@@ -164,6 +190,16 @@ def ntk_gram_mc(net: MLP, key: jax.Array, n_nets: int, x: jax.Array, chunk: int 
     Network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]``, so the result
     does not depend on ``chunk`` (networks vmapped at a time, default 8, to bound memory) nor
     on the number of devices: this is :func:`ntklib.sweep.map_keys`, sharded over all devices.
+
+    Arguments:
+        net: the architecture.
+        key: the root key, split into one key per network.
+        n_nets: the number of networks (``>= 1``).
+        x: inputs, shape (B, n_0); the parameters are drawn in its dtype.
+        chunk: networks vmapped at a time, default 8.
+
+    Returns:
+        A NumPy array of shape (n_nets, B, B).
     """
     if n_nets < 1:
         raise ValueError(f"n_nets must be >= 1, got {n_nets}")
@@ -185,11 +221,24 @@ def ntk_diagonal_mc(
     chunk: int = 256,
     devices: Sequence[jax.Device] | None = None,
 ) -> np.ndarray:
-    """``K(x_i, x_i)`` of ``n_nets`` independent networks, shape (n_nets, B).
+    """``Theta(x_i, x_i)`` of ``n_nets`` independent networks, shape (n_nets, B).
 
     One forward and one backward pass per network (:func:`ntk_diagonal`); network ``i`` is
     initialized from ``jax.random.split(key, n_nets)[i]``; ``chunk`` (default 256) networks
-    are vmapped at a time over ``devices`` (default: all).
+    are vmapped at a time over ``devices`` (default: all). The compiled function is cached per
+    ``(net, x)``, so repeated calls with the same inputs do not recompile.
+
+    Arguments:
+        net: the architecture.
+        key: the root key, split into one key per network.
+        n_nets: the number of networks (``>= 1``).
+        x: inputs, shape (B, n_0); the parameters are drawn in its dtype.
+        chunk: networks vmapped at a time, default 256.
+        devices: the devices to shard each chunk over, default ``None`` (all of
+            ``jax.devices()``).
+
+    Returns:
+        A NumPy array of shape (n_nets, B).
     """
     xs = np.asarray(x)
     fn = _diagonal_fn(net, xs.tobytes(), xs.shape, xs.dtype.str)  # one callable per (net, x)

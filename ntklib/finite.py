@@ -60,6 +60,12 @@ def he_net(in_dim: int, widths: Sequence[int], *, bias: bool = True) -> MLP:
 
     ``widths`` are the hidden widths ``n_1..n_{d-1}``; the depth in the paper's sense is
     ``len(widths) + 1``. Its ntklib NTK is twice the paper's ``K`` (see the module docstring).
+
+    Arguments:
+        in_dim: the input dimension ``n_0``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        bias: whether the layers have (zero-initialized, trained) biases, default ``True``;
+            ``False`` leaves ``K_b`` out.
     """
     return MLP(
         in_dim=in_dim,
@@ -88,6 +94,14 @@ def diagonal_parts(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, j
 
     ``K_w = sum_j |delta_j|^2 |a_{j-1}|^2 / n_{j-1}``, ``K_b = sum_j |delta_j|^2 / 2`` (zero
     if ``net.bias`` is False); ``K_w + K_b = ntk_diagonal(net, params, x) / 2``.
+
+    Arguments:
+        net: the network, as from :func:`he_net` (anything else raises ``ValueError``).
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x: inputs, shape (B, n_0).
+
+    Returns:
+        ``(K_w, K_b)``, each of shape (B,).
     """
     _check_he(net)
     acts, deltas = layer_signals(net, params, x)
@@ -100,7 +114,13 @@ def diagonal_parts(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, j
 
 
 def kernel(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """The paper's ``K(x_i, x_i)`` for each row of ``x``: ``K_w + K_b``."""
+    """The paper's ``K(x_i, x_i)`` for each row of ``x``: ``K_w + K_b``, shape (B,).
+
+    Arguments:
+        net: the network, as from :func:`he_net` (anything else raises ``ValueError``).
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x: inputs, shape (B, n_0).
+    """
     kw, kb = diagonal_parts(net, params, x)
     return kw + kb
 
@@ -115,6 +135,16 @@ def sgd_step_change(
     ``Delta K`` recomputes the kernel at the new parameters (no linearization);
     ``Delta K_lin`` is its first-order part, the directional derivative of ``K`` along the step
     (``-lr (f - y) K3(x, x, x)``), which misses the units whose ReLU switches during the step.
+
+    Arguments:
+        net: the network, as from :func:`he_net` (anything else raises ``ValueError``).
+        params: its parameters (:func:`ntklib.mlp.init`).
+        x: the one input, shape (1, n_0).
+        y: its target, a scalar.
+        lr: the learning rate in the paper's parameters.
+
+    Returns:
+        Three scalars ``(K, Delta K, Delta K_lin)``, the paper's ``K`` (half ntklib's).
     """
     _check_he(net)
 
@@ -194,13 +224,27 @@ def sample_diagonal(
 ) -> dict[str, np.ndarray]:
     """``K_w``, ``K_b``, ``K = K_w + K_b`` and ``f`` of ``n_nets`` random networks at one input.
 
-    Exact in distribution (module docstring), float64, ``O(d)`` work per network.
+    Exact in distribution (module docstring), float64 (under ``jax_enable_x64``), ``O(d)``
+    work per network.
     ``x_norm2`` is ``|x|^2`` (default ``n_0``, i.e. ``|x|^2 / n_0 = 1``). Network ``i`` uses
     ``jax.random.split(key, n_nets)[i]``, vmapped in chunks of ``chunk`` over all devices.
     Compiled once per padded depth and per chunk size (a power of two up to ``chunk``; the
-    last chunk is padded): the hidden
-    layers are padded with identity layers to ``pad_to`` (default: the next power of two), so
-    a sweep that passes one ``pad_to`` compiles once for every width, depth and sample size.
+    last chunk is padded): the hidden layers are padded with identity layers to ``pad_to``
+    (default: the next power of two), so a sweep that passes one ``pad_to`` compiles once for
+    every width, depth and sample size.
+
+    Arguments:
+        key: the root key, split into one key per network.
+        in_dim: the input dimension ``n_0``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        n_nets: the number of networks (``>= 1``).
+        x_norm2: ``|x|^2`` (``> 0``), default ``None`` (``n_0``, i.e. ``|x|^2 / n_0 = 1``).
+        chunk: the most networks vmapped at a time, default 4096.
+        pad_to: the padded number of hidden layers, ``>= len(widths)``, default ``None`` (the
+            next power of two ``>= len(widths)``).
+
+    Returns:
+        A dict: ``"K_w"``, ``"K_b"``, ``"K"`` and ``"f"``, each a NumPy array of shape (n_nets,).
     """
     widths = _validate(in_dim, widths)
     x2 = _checks.number("x_norm2", in_dim if x_norm2 is None else x_norm2, strict=True)
@@ -223,12 +267,22 @@ def sample_diagonal(
 
 
 def beta(widths: Sequence[int]) -> float:
-    """``beta = sum_j 1 / n_j`` over the hidden widths."""
+    """``beta = sum_j 1 / n_j`` over the hidden widths.
+
+    Arguments:
+        widths: the hidden widths ``n_1..n_{d-1}``.
+    """
     return float(sum(1.0 / n for n in widths))
 
 
 def paper_mean_kernel(depth: int, in_dim: int, x_norm2: float) -> float:
-    """The paper's mean, ``E[K(x, x)] = d (1/2 + |x|^2 / n_0)``."""
+    """The paper's mean, ``E[K(x, x)] = d (1/2 + |x|^2 / n_0)``.
+
+    Arguments:
+        depth: the paper's depth ``d`` (weight layers).
+        in_dim: the input dimension ``n_0``.
+        x_norm2: ``|x|^2``.
+    """
     return depth * (BIAS_SCALE2 + x_norm2 / in_dim)
 
 
@@ -242,6 +296,11 @@ def mean_kernel(in_dim: int, widths: Sequence[int], x_norm2: float) -> tuple[flo
     inactive, probability ``2^{-n_i}``): a dead layer zeroes every hidden bias gradient above
     it, while the weight gradients it zeroes multiply ``|a_{j-1}|^2 = 0`` anyway. The paper's
     ``d/2`` drops these ``O(d 2^{-n})`` terms.
+
+    Arguments:
+        in_dim: the input dimension ``n_0``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        x_norm2: ``|x|^2``.
     """
     widths = _validate(in_dim, widths)
     alive = np.cumprod([1.0] + [1.0 - 2.0**-n for n in widths[:-1]])  # P(a_1..a_{j-1} alive)
@@ -252,6 +311,10 @@ def layer_moment(n: int, k: int) -> float:
     """``E[xi^k]`` for ``xi = (2/n) chi^2_B``, ``B ~ Binomial(n, 1/2)``; exact (float64).
 
     ``E[(chi^2_b)^k] = b (b + 2) ... (b + 2k - 2)``; ``layer_moment(n, 2) = 1 + 5/n``.
+
+    Arguments:
+        n: the layer's width, an int ``>= 1``.
+        k: the moment, an int ``>= 0``.
     """
     b = np.arange(n + 1, dtype=float)
     mom = np.ones_like(b)
@@ -269,7 +332,12 @@ def _active_units_pmf(n: int) -> np.ndarray:
 
 
 def forward_moment(widths: Sequence[int], k: int) -> float:
-    """``E[(|a_{d-1}|^2 n_0 / (n_{d-1} |x|^2))^k] = prod_j E[xi_j^k]``; ``k = 2``: ``prod (1 + 5/n_j)``."""
+    """``E[(|a_{d-1}|^2 n_0 / (n_{d-1} |x|^2))^k] = prod_j E[xi_j^k]``; ``k = 2``: ``prod (1 + 5/n_j)``.
+
+    Arguments:
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        k: the moment, an int ``>= 0``.
+    """
     return float(np.prod([layer_moment(int(n), k) for n in widths]))
 
 
@@ -281,9 +349,11 @@ def layer_xi(key: jax.Array, n: jax.Array, x: jax.Array, n_max: int) -> jax.Arra
     chain): the check of the chain's first letter.
 
     Arguments:
-        key: the layer's random key. n: its width (a traced scalar, ``1 <= n <= n_max``).
-        x: the input, shape ``(n_0,)``. n_max: rows drawn; those beyond ``n`` are masked, so
-            one compiled function serves every width.
+        key: the layer's random key.
+        n: its width (a traced scalar, ``1 <= n <= n_max``).
+        x: the input, shape ``(n_0,)``.
+        n_max: rows drawn; those beyond ``n`` are masked, so one compiled function serves
+            every width.
     """
     n0 = x.shape[-1]
     w = jax.random.normal(key, (n_max, n0)) * jnp.sqrt(2.0)
@@ -318,8 +388,16 @@ def last_layer_norm(
 def networks_needed(widths: Sequence[int], rel_err: float) -> float:
     """Networks for a sample second moment with relative standard error ``rel_err``.
 
-    ``Var(X^2) / (E[X^2]^2 N) = rel_err^2`` with ``X^2`` the squared forward norm (the
-    log-normal-like factor that makes ``K`` heavy tailed): ``N = (m4 / m2^2 - 1) / rel_err^2``.
+    ``Var(X^2) / (E[X^2]^2 N) = rel_err^2`` with ``X`` the squared forward norm of
+    :func:`forward_moment` (the log-normal-like factor that makes ``K`` heavy tailed) and
+    ``m_k = E[X^k]``: ``N = (m4 / m2^2 - 1) / rel_err^2``.
+
+    Arguments:
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        rel_err: the target relative standard error (``> 0``).
+
+    Returns:
+        ``N`` as a float (not rounded).
     """
     return (forward_moment(widths, 4) / forward_moment(widths, 2) ** 2 - 1.0) / rel_err**2
 
@@ -332,6 +410,12 @@ def paper_second_moment(depth: int, widths: Sequence[int], in_dim: int, x_norm2:
 
     ``beta_j = sum_{i <= j} 1/n_i`` over hidden layers (``beta_d = beta``). The paper uses it
     up to constant factors (its ``≃``), not as an identity.
+
+    Arguments:
+        depth: the paper's depth ``d``, which must be ``len(widths) + 1``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        in_dim: the input dimension ``n_0``.
+        x_norm2: ``|x|^2``.
     """
     if depth != len(widths) + 1:
         raise ValueError("depth must be len(widths) + 1 (widths are the hidden widths)")
@@ -354,6 +438,11 @@ def paper_step_expression(in_dim: int, widths: Sequence[int], x_norm2: float) ->
     first-order SGD update (one step on ``(f(x) - y)^2 / 2``, batch ``{x}``) above and below
     by universal constants times this, up to a factor ``1 + O(sum_j 1/n_j^2)``; for equal
     widths and small ``beta`` it is ``(r^2 + r) d (d^2 - 1) / (6 n)``, ``r = |x|^2 / n_0``.
+
+    Arguments:
+        in_dim: the input dimension ``n_0``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        x_norm2: ``|x|^2``.
     """
     widths = _validate(in_dim, widths)
     d = len(widths) + 1
@@ -419,6 +508,14 @@ def exact_moments(
 
     ``O(d)`` work (a 16-state transfer operator per layer), float64; no Monte Carlo and no
     asymptotics: the reference the Monte Carlo estimates are checked against.
+
+    Arguments:
+        in_dim: the input dimension ``n_0``.
+        widths: the hidden widths ``n_1..n_{d-1}``.
+        x_norm2: ``|x|^2``.
+
+    Returns:
+        ``{"K_w": (m1, m2), "K_b": (m1, m2), "K": (m1, m2)}`` for the paper's kernel.
     """
     widths = _validate(in_dim, widths)
     r0 = x_norm2 / in_dim
@@ -452,6 +549,18 @@ def first_step_mc(
 
     Network ``i`` is initialized from ``jax.random.split(key, n_nets)[i]`` (``vmap``-ed,
     chunked, sharded: :func:`ntklib.sweep.map_keys`).
+
+    Arguments:
+        net: the network, as from :func:`he_net`.
+        key: the root key, split into one key per network.
+        n_nets: the number of networks (``>= 1``).
+        x: the one input, ``n_0`` numbers (reshaped to (1, n_0)); its dtype is the parameters'.
+        y: its target.
+        lr: the learning rate in the paper's parameters (as :func:`sgd_step_change`).
+        chunk: networks vmapped at a time, default 512.
+
+    Returns:
+        Three NumPy arrays of shape (n_nets,).
     """
     _check_he(net)
     x = jnp.asarray(x).reshape(1, net.in_dim)
@@ -472,7 +581,18 @@ def _step_fn(net: MLP):
 def diagonal_parts_mc(
     net: MLP, key: jax.Array, n_nets: int, x: jax.Array, *, chunk: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(K_w, K_b)`` of ``n_nets`` real networks (weight matrices drawn), shape (n_nets, B)."""
+    """``(K_w, K_b)`` of ``n_nets`` real networks (weight matrices drawn), shape (n_nets, B).
+
+    :func:`diagonal_parts` of network ``i``, initialized from
+    ``jax.random.split(key, n_nets)[i]`` (:func:`ntklib.sweep.map_keys`).
+
+    Arguments:
+        net: the network, as from :func:`he_net`.
+        key: the root key, split into one key per network.
+        n_nets: the number of networks (``>= 1``).
+        x: inputs, shape (B, n_0); the parameters are drawn in its dtype.
+        chunk: networks vmapped at a time, default 512.
+    """
     _check_he(net)
     return map_keys(_parts_fn(net), key, n_nets, args=(jnp.asarray(x),), chunk=chunk)
 

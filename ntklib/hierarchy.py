@@ -11,7 +11,7 @@ normalization, :mod:`ntklib.nth`) this gives the hierarchy
     d/dt f(x)       = -(1/n) sum_c K^(2)(x, x_c) r_c,
     d/dt K^(r)(...) = -(1/n) sum_c K^(r+1)(..., x_c) r_c,      r_c = f(x_c) - y_c.
 
-:func:`hierarchy` computes ``K^(2), ..., K^(order)`` exactly with nested forward-mode
+:func:`kernel_hierarchy` computes ``K^(2), ..., K^(order)`` exactly with nested forward-mode
 derivatives: ``K^(r+1)`` is one ``jvp`` of the function ``theta -> K^(r)`` along each gradient
 ``grad f(x_c)``, the gradient itself recomputed inside so that the next level differentiates
 it too. Nothing parameter-by-parameter is ever formed: memory is a few copies of the
@@ -76,6 +76,17 @@ def kernel_hierarchy(
     ``x`` (B inputs) gives the first index, ``x_drive`` (T inputs, default ``x``) the others.
     Each level is computed from scratch, so asking for ``order = 4`` costs about ``T^2``
     nested ``jvp``\\ s of the NTK on ``B + T`` inputs.
+
+    Arguments:
+        net: the architecture (static).
+        params: its parameters.
+        x: the ``B`` inputs of the first index, shape (B, n_0).
+        x_drive: the ``T`` driving (training) inputs of the other indices, shape (T, n_0),
+            default ``None`` (``x``).
+        order: the highest order ``r`` computed, an int ``>= 2`` (static), default 4.
+
+    Returns:
+        A tuple of ``order - 1`` arrays, ``K^(2)`` (the NTK, shape (B, T)) first.
     """
     _checks.integer("order", order, 2, " (K^(2) is the NTK)")
     return _hierarchy(net, params, x, x if x_drive is None else x_drive, order)
@@ -83,13 +94,25 @@ def kernel_hierarchy(
 
 @partial(jax.jit, static_argnums=0)
 def k3(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """``K3[a, b, c]`` for all inputs in ``x``, shape (B, B, B); symmetric in ``a, b``."""
+    """``K3[a, b, c]`` for all inputs in ``x``, shape (B, B, B); symmetric in ``a, b``.
+
+    Arguments:
+        net: the architecture (static).
+        params: its parameters.
+        x: inputs, shape (B, n_0).
+    """
     return _hierarchy(net, params, x, x, 3)[1]
 
 
 @partial(jax.jit, static_argnums=0)
 def k4(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """``K4[a, b, c, d]`` for all inputs in ``x``, shape (B, B, B, B)."""
+    """``K4[a, b, c, d]`` for all inputs in ``x``, shape (B, B, B, B).
+
+    Arguments:
+        net: the architecture (static).
+        params: its parameters.
+        x: inputs, shape (B, n_0).
+    """
     return _hierarchy(net, params, x, x, 4)[2]
 
 
@@ -102,6 +125,11 @@ def k3_hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """Reference ``K3`` through full ``P x P`` Hessians (memory ``O(B P^2)``).
 
     ``K3(a, b, c) = g_b H_a g_c + g_a H_b g_c`` with ``g_a = grad f(x_a)``, ``H_a`` its Hessian.
+
+    Arguments:
+        net: the architecture (static).
+        params: its parameters.
+        x: inputs, shape (B, n_0).
     """
     flat, unravel = jax.flatten_util.ravel_pytree(params)
 
@@ -120,7 +148,12 @@ def k4_hessian(net: MLP, params: Params, x: jax.Array) -> jax.Array:
 
     The gradient of the Hessian-based :func:`k3_hessian` with respect to the flat parameters
     by reverse mode (a ``B^3 x P`` Jacobian), then contracted with every ``g_d``: a route that
-    shares no code with :func:`hierarchy` beyond the forward pass.
+    shares no code with :func:`kernel_hierarchy` beyond the forward pass.
+
+    Arguments:
+        net: the architecture (static).
+        params: its parameters.
+        x: inputs, shape (B, n_0).
     """
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     jac = jax.jacrev(lambda th: k3_hessian(net, unravel(th), x))(flat)  # (B, B, B, P)

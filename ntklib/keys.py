@@ -18,8 +18,8 @@ def named_keys(key: jax.Array | int, names: Sequence[str]) -> dict[str, jax.Arra
     """``{name: k}`` with ``k = jax.random.split(key, len(names))[i]`` for the i-th name.
 
     Arguments:
-        key: a ``jax.random`` key, or an int seed (``jax.random.PRNGKey(seed)``).
-        names: the purposes, distinct.
+        key: a ``jax.random`` key, or an int seed ``>= 0`` (``jax.random.PRNGKey(seed)``).
+        names: the purposes, distinct; their order fixes which split each one gets.
     """
     if len(set(names)) != len(names):
         raise ValueError(f"names must be distinct, got {list(names)}")

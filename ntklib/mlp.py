@@ -36,15 +36,22 @@ class MLP:
     """A fully connected network with scalar output (hashable, so it can be a static arg).
 
     Attributes:
-        in_dim: input dimension ``n_0``.
+        in_dim: input dimension ``n_0`` (an int ``>= 1``).
         widths: hidden widths ``(n_1, ..., n_L)``; ``L = len(widths)`` is the depth (>= 1).
-        activation: name of the nonlinearity (see :mod:`ntklib.activations`).
-        parameterization: ``"ntk"`` or ``"standard"``.
-        w_std, b_std: weight and bias standard deviations (``sigma_w``, ``sigma_b``).
+            Any sequence of ints ``>= 1``; stored as a tuple.
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`), default
+            ``"relu"``.
+        parameterization: ``"ntk"`` or ``"standard"`` (module docstring), default ``"ntk"``.
+        w_std: weight standard deviation ``sigma_w`` (``>= 0``), default 1.0.
+        b_std: bias standard deviation ``sigma_b`` (``>= 0``), default 0.0: under ``"ntk"``
+            ``c_b = 0`` takes the biases out of the function and the NTK; under
+            ``"standard"`` they start at zero but are trained and count in the NTK.
         bias: whether the layers have biases at all (``False``: no bias parameters, so they
-            contribute nothing to the NTK).
-        bias_init: ``"normal"`` (``b_l ~ N(0, 1)``) or ``"zero"``: biases start at zero but are
-            still trained and still count in the NTK (He et al. 2015; Hanin & Nica 2019).
+            contribute nothing to the NTK), default ``True``.
+        bias_init: ``"normal"`` (the parameterization's draw: ``b_l ~ N(0, 1)`` under
+            ``"ntk"``, ``N(0, b_std^2)`` under ``"standard"``) or ``"zero"``: biases start at
+            zero but are still trained and still count in the NTK (He et al. 2015; Hanin &
+            Nica 2019); default ``"normal"``.
     """
 
     in_dim: int
@@ -67,15 +74,17 @@ class MLP:
 
     @property
     def depth(self) -> int:
+        """The number of hidden layers ``L = len(widths)``."""
         return len(self.widths)
 
     @property
     def dims(self) -> tuple[int, ...]:
-        """Layer dimensions ``(n_0, n_1, ..., n_L, 1)``."""
+        """Layer dimensions ``(n_0, n_1, ..., n_L, 1)``, the read-out's 1 last."""
         return (self.in_dim, *self.widths, 1)
 
     def weight_multipliers(self) -> tuple[float, ...]:
-        """``c_l`` for each of the ``L + 1`` dense layers."""
+        """``c_l`` for each of the ``L + 1`` dense layers: ``w_std / sqrt(n_l)`` in NTK
+        parameterization, 1 in standard."""
         if self.parameterization == "ntk":
             return tuple(self.w_std / math.sqrt(n) for n in self.dims[:-1])
         return (1.0,) * (self.depth + 1)
@@ -88,7 +97,15 @@ class MLP:
 
 
 def mlp(in_dim: int, depth: int, width: int, **kwargs) -> MLP:
-    """An :class:`MLP` with ``depth`` hidden layers of equal ``width``."""
+    """An :class:`MLP` with ``depth`` hidden layers of equal ``width``.
+
+    Arguments:
+        in_dim: input dimension ``n_0``.
+        depth: number of hidden layers ``L`` (an int ``>= 1``).
+        width: the width ``n_1 = ... = n_L`` of every hidden layer (an int ``>= 1``).
+        kwargs: the other fields of :class:`MLP` (``activation``, ``parameterization``,
+            ``w_std``, ``b_std``, ``bias``, ``bias_init``), with its defaults.
+    """
     _checks.integer("depth", depth)
     _checks.integer("width", width)
     return MLP(in_dim=in_dim, widths=(width,) * depth, **kwargs)
@@ -97,7 +114,18 @@ def mlp(in_dim: int, depth: int, width: int, **kwargs) -> MLP:
 def init(net: MLP, key: jax.Array, dtype: jnp.dtype | None = None) -> Params:
     """Draw parameters ``[(W_0, b_0), ..., (W_L, b_L)]`` with ``W_l`` of shape (n_{l+1}, n_l).
 
-    ``dtype`` defaults to JAX's default float (float64 under ``jax_enable_x64``).
+    Under ``"ntk"`` every entry is ``N(0, 1)``; under ``"standard"`` the weights are scaled by
+    ``w_std / sqrt(n_l)`` and the biases by ``b_std``. Biases are zeros when ``net.bias`` is
+    False or ``net.bias_init == "zero"`` (still returned, so the pytree keeps its structure).
+
+    Arguments:
+        net: the architecture.
+        key: a ``jax.random`` key; one split of it per weight and per bias.
+        dtype: the parameters' dtype, default ``None``: JAX's default float (float64 under
+            ``jax_enable_x64``, else float32).
+
+    Returns:
+        A list of ``L + 1`` pairs ``(W_l, b_l)``, ``b_l`` of shape (n_{l+1},).
     """
     dtype = jnp.result_type(float) if dtype is None else dtype
     dims = net.dims
@@ -122,6 +150,17 @@ def forward(
 
     ``eps`` (optional) is added to each pre-activation ``h_{l+1}``; the gradient of ``f``
     with respect to it at zero is the backpropagated signal ``delta_{l+1} = df/dh_{l+1}``.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters, as from :func:`init`.
+        x: a batch of inputs, shape (B, n_0).
+        eps: perturbations of the pre-activations, one per dense layer, ``eps[l]`` of shape
+            (B, n_{l+1}) (the last (B, 1)); default ``None`` (no perturbation).
+
+    Returns:
+        ``(f, acts)``: ``f`` of shape (B,) and ``acts = [a_0, ..., a_L]`` with ``a_0 = x`` and
+        ``a_l`` of shape (B, n_l).
     """
     phi = get_activation(net.activation)
     cws, cb = net.weight_multipliers(), net.bias_multiplier()
@@ -140,5 +179,11 @@ def forward(
 
 
 def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """Network output ``f(x)`` for a batch ``x`` of shape (B, n_0); returns shape (B,)."""
+    """Network output ``f(x)`` for a batch ``x`` of shape (B, n_0); returns shape (B,).
+
+    Arguments:
+        net: the architecture.
+        params: its parameters, as from :func:`init`.
+        x: a batch of inputs, shape (B, n_0).
+    """
     return forward(net, params, x)[0]

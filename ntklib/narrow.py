@@ -62,7 +62,19 @@ Scheme = Literal["narrow", "standard"]
 
 
 class NarrowMLP(NamedTuple):
-    """A deep narrow MLP: ``depth`` hidden layers of width ``d_in + 1 + d_out``."""
+    """A deep narrow MLP: ``depth`` hidden layers of width ``d_in + 1 + d_out``.
+
+    Build it with :func:`narrow_mlp`, which checks the fields.
+
+    Attributes:
+        d_in: the input dimension.
+        d_out: the number of outputs.
+        depth: the number of hidden layers ``L >= 1`` (a head and ``L - 1`` body layers).
+        scale: the initialization scale ``C = C_L > 0``.
+        sigma: the random channel's weight scale, weights ``N(0, sigma^2 / d_in)``, default
+            1.0.
+        beta: the random channel's bias scale, bias ``N(0, C^2 beta^2)``, default 1.0.
+    """
 
     d_in: int
     d_out: int
@@ -73,11 +85,27 @@ class NarrowMLP(NamedTuple):
 
     @property
     def width(self) -> int:
+        """The hidden width ``d_in + 1 + d_out``."""
         return self.d_in + 1 + self.d_out
 
 
 class NarrowCNN(NamedTuple):
-    """A deep narrow CNN on ``size x size`` images: ``c_in + 1 + c_out`` channels."""
+    """A deep narrow CNN on ``size x size`` images: ``c_in + 1 + c_out`` channels.
+
+    Build it with :func:`narrow_cnn`, which checks the fields.
+
+    Attributes:
+        c_in: the number of input channels.
+        c_out: the number of outputs (output channels, average-pooled).
+        depth: the number of hidden layers ``L >= 1`` (a head and ``L - 1`` body layers).
+        scale: the initialization scale ``C = C_L > 0``.
+        size: the image side ``H = W``, recorded with the architecture (:func:`init_cnn` and
+            :func:`apply_cnn` do not use it: any image size goes through).
+        kernel: the (odd) convolution size ``k``, default 3.
+        sigma: the random channel's weight scale, weights ``N(0, sigma^2 / (c_in k^2))``,
+            default 1.0.
+        beta: the random channel's bias scale, bias ``N(0, C^2 beta^2)``, default 1.0.
+    """
 
     c_in: int
     c_out: int
@@ -90,13 +118,23 @@ class NarrowCNN(NamedTuple):
 
     @property
     def width(self) -> int:
+        """The number of channels ``c_in + 1 + c_out``."""
         return self.c_in + 1 + self.c_out
 
 
 def narrow_mlp(
     d_in: int, d_out: int, depth: int, scale: float, sigma: float = 1.0, beta: float = 1.0
 ) -> NarrowMLP:
-    """Validated :class:`NarrowMLP` (``depth >= 1``, ``scale = C_L > 0``)."""
+    """Validated :class:`NarrowMLP` (``depth >= 1``, ``scale = C_L > 0``).
+
+    Arguments:
+        d_in: the input dimension, an int ``>= 1``.
+        d_out: the number of outputs, an int ``>= 1``.
+        depth: the number of hidden layers ``L``, an int ``>= 1``.
+        scale: the initialization scale ``C_L > 0``.
+        sigma: the random channel's weight scale (``> 0``), default 1.0.
+        beta: the random channel's bias scale (``> 0``), default 1.0.
+    """
     return NarrowMLP(
         _checks.integer("d_in", d_in),
         _checks.integer("d_out", d_out),
@@ -117,7 +155,18 @@ def narrow_cnn(
     sigma: float = 1.0,
     beta: float = 1.0,
 ) -> NarrowCNN:
-    """Validated :class:`NarrowCNN` (odd ``kernel``, so the centre tap is the identity)."""
+    """Validated :class:`NarrowCNN` (odd ``kernel``, so the centre tap is the identity).
+
+    Arguments:
+        c_in: the number of input channels, an int ``>= 1``.
+        c_out: the number of outputs, an int ``>= 1``.
+        depth: the number of hidden layers ``L``, an int ``>= 1``.
+        scale: the initialization scale ``C_L > 0``.
+        size: the image side, an int ``>= 1``.
+        kernel: the convolution size, an odd int, default 3.
+        sigma: the random channel's weight scale (``> 0``), default 1.0.
+        beta: the random channel's bias scale (``> 0``), default 1.0.
+    """
     k = _checks.integer("kernel", kernel)
     if k % 2 == 0:
         raise ValueError(f"kernel must be odd (its centre tap is the identity), got {k}")
@@ -151,7 +200,16 @@ def _check_scheme(scheme: str) -> None:
 
 def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=None) -> Params:
     """Parameters ``{head, body, tail}``, each ``{"w": (out, in), "b": (out,)}``; the body's
-    arrays are stacked over its ``depth - 1`` layers. See the module docstring."""
+    arrays are stacked over its ``depth - 1`` layers. See the module docstring.
+
+    Arguments:
+        net: the architecture.
+        key: a ``jax.random`` key.
+        scheme: ``"narrow"`` (the construction of the module docstring) or ``"standard"``
+            (He initialization, biases zero), default ``"narrow"``.
+        dtype: the parameters' dtype, default ``None``: float64 under ``jax_enable_x64``, else
+            float32.
+    """
     _check_scheme(scheme)
     dt = _dtype(dtype)
     d, o, n_body, w, c = net.d_in, net.d_out, net.depth - 1, net.width, net.scale
@@ -183,7 +241,14 @@ def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=No
 
 
 def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
-    """The last hidden layer ``h_{L-1}`` for inputs ``x`` of shape ``(..., d_in)``."""
+    """The last hidden layer ``h_{L-1}`` for inputs ``x`` of shape ``(..., d_in)``.
+
+    The ReLU output of the head and the ``L - 1`` body layers, shape ``(..., width)``.
+
+    Arguments:
+        params: the parameters, as from :func:`init_mlp`.
+        x: inputs, shape ``(..., d_in)``.
+    """
     h = jax.nn.relu(x @ params["head"]["w"].T + params["head"]["b"])
 
     def layer(h, wb):
@@ -195,7 +260,12 @@ def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
 
 
 def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
-    """Network outputs ``(..., d_out)``."""
+    """Network outputs ``(..., d_out)``: the linear tail on :func:`hidden_mlp`.
+
+    Arguments:
+        params: the parameters, as from :func:`init_mlp`.
+        x: inputs, shape ``(..., d_in)``.
+    """
     return hidden_mlp(params, x) @ params["tail"]["w"].T + params["tail"]["b"]
 
 
@@ -203,7 +273,15 @@ def ntk_mlp(
     net: NarrowMLP, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
 ) -> jax.Array:
     """Empirical NTK ``Theta_L(x1, x2)`` of output ``output`` (one gradient per input),
-    divided by ``L C^2``: the scaled kernel whose depth limit is :func:`limit_kernel`."""
+    divided by ``L C^2``: the scaled kernel whose depth limit is :func:`limit_kernel`.
+
+    Arguments:
+        net: the architecture (for ``L`` and ``C``).
+        params: its parameters, as from :func:`init_mlp`.
+        x1: inputs, shape (B1, d_in).
+        x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
+        output: the output whose NTK is taken, ``0 <= output < d_out``, default 0.
+    """
     return ntk(apply_mlp, params, x1, x2, output=output) / (net.depth * net.scale**2)
 
 
@@ -224,7 +302,14 @@ def relu_moments(s12, q1, q2) -> tuple[jax.Array, jax.Array]:
     """``E[relu(u) relu(v)]`` and ``E[relu(u)^2 relu(v)^2]`` for centred Gaussians with
     ``Var u = q1``, ``Var v = q2``, ``Cov = s12``: Cho & Saul's arc-cosine kernels,
     ``E[relu(u)^n relu(v)^n] = (q1 q2)^{n/2} J_n(theta) / (2 pi)`` with
-    ``J_1 = sin t + (pi - t) cos t``, ``J_2 = 3 sin t cos t + (pi - t)(1 + 2 cos^2 t)``."""
+    ``J_1 = sin t + (pi - t) cos t``, ``J_2 = 3 sin t cos t + (pi - t)(1 + 2 cos^2 t)``,
+    ``cos t = s12 / sqrt(q1 q2)``.
+
+    Arguments:
+        s12: the covariance ``Cov(u, v)``.
+        q1: the variance of ``u`` (``> 0``), broadcastable with ``s12``.
+        q2: the variance of ``v`` (``> 0``), broadcastable with ``s12``.
+    """
     m1, _ = relu_map(s12, q1, q2)
     r = jnp.sqrt(q1 * q2)
     cos = jnp.clip(s12 / r, -1.0, 1.0)
@@ -241,14 +326,26 @@ def _limit(net: NarrowMLP, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax
 
 def limit_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """``Theta_inf(x, x') = <x_+, x'_+> + d_out + 1/C^2 + kappa(x, x')``: the ``L -> inf``
-    limit of :func:`ntk_mlp` at fixed ``C`` (derived; module docstring). Use float64."""
+    limit of :func:`ntk_mlp` at fixed ``C`` (derived; module docstring). Use float64.
+
+    Arguments:
+        net: the architecture (``d_out``, ``C``, ``sigma``, ``beta``; not the depth).
+        x1: inputs, shape (B1, d_in).
+        x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
+    """
     return _limit(net, x1, x1 if x2 is None else x2)[0]
 
 
 def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Exact ``E[Theta_L] / (L C^2)`` at finite depth: the limit plus the ``O(1/L)`` head
     terms, ``(<x, x'> + 1 + kappa_0 - C^2 kappa) / (L C^2)``, where ``kappa_0`` is ``kappa``
-    for the head's random channel (raw ``x``, bias variance ``C^2 beta^2``)."""
+    for the head's random channel (raw ``x``, bias variance ``C^2 beta^2``).
+
+    Arguments:
+        net: the architecture.
+        x1: inputs, shape (B1, d_in).
+        x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
+    """
     x2 = x1 if x2 is None else x2
     limit, kappa = _limit(net, x1, x2)
     c2 = net.scale**2
@@ -259,7 +356,13 @@ def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> j
 def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Standard deviation of :func:`ntk_mlp` over initializations, body layers only:
     ``sqrt(L - 1) sd(phi phi') / L``. The head's random channel (``a_0 ~ C``) adds a variance
-    ``Var(a_0 a_0') / (L C^2)^2 = O(1/L^2)``, a relative ``O(1/L)`` correction, left out."""
+    ``Var(a_0 a_0') / (L C^2)^2 = O(1/L^2)``, a relative ``O(1/L)`` correction, left out.
+
+    Arguments:
+        net: the architecture.
+        x1: inputs, shape (B1, d_in).
+        x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
+    """
     x2 = x1 if x2 is None else x2
     m1, m2 = relu_moments(*_q(net, x1, x2))
     return jnp.sqrt((net.depth - 1) * jnp.maximum(m2 - m1**2, 0.0)) / net.depth
@@ -285,7 +388,18 @@ def _conv(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=None) -> Params:
-    """CNN parameters ``{head, body, tail}`` with ``"w": (out, in, k, k)``. See module doc."""
+    """CNN parameters ``{head, body, tail}`` with ``"w": (out, in, k, k)``. See module doc.
+
+    The body's arrays are stacked over its ``depth - 1`` layers.
+
+    Arguments:
+        net: the architecture.
+        key: a ``jax.random`` key.
+        scheme: ``"narrow"`` (the construction of the module docstring) or ``"standard"``
+            (He initialization, biases zero), default ``"narrow"``.
+        dtype: the parameters' dtype, default ``None``: float64 under ``jax_enable_x64``, else
+            float32.
+    """
     _check_scheme(scheme)
     dt = _dtype(dtype)
     ci, co, n_body, w, k, c = net.c_in, net.c_out, net.depth - 1, net.width, net.kernel, net.scale
@@ -324,7 +438,13 @@ def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=No
 
 
 def apply_cnn(params: Params, x: jax.Array) -> jax.Array:
-    """Outputs ``(N, c_out)`` for images ``x: (N, c_in, H, W)``."""
+    """Outputs ``(N, c_out)`` for images ``x: (N, c_in, H, W)``: the tail's output
+    channels, average-pooled over the image.
+
+    Arguments:
+        params: the parameters, as from :func:`init_cnn`.
+        x: images, shape (N, c_in, H, W).
+    """
     h = jax.nn.relu(_conv(x, params["head"]["w"], params["head"]["b"]))
 
     def layer(h, wb):
@@ -338,5 +458,13 @@ def apply_cnn(params: Params, x: jax.Array) -> jax.Array:
 def ntk_cnn(
     net: NarrowCNN, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
 ) -> jax.Array:
-    """Empirical NTK of output ``output`` divided by ``L C^2`` (as :func:`ntk_mlp`)."""
+    """Empirical NTK of output ``output`` divided by ``L C^2`` (as :func:`ntk_mlp`).
+
+    Arguments:
+        net: the architecture (for ``L`` and ``C``).
+        params: its parameters, as from :func:`init_cnn`.
+        x1: images, shape (B1, c_in, H, W).
+        x2: images, shape (B2, c_in, H, W), default ``None`` (``x2 = x1``).
+        output: the output whose NTK is taken, ``0 <= output < c_out``, default 0.
+    """
     return ntk(apply_cnn, params, x1, x2, output=output) / (net.depth * net.scale**2)

@@ -1,7 +1,7 @@
 """The neural tangent hierarchy truncated at level ``p`` (Huang & Yau 2020).
 
 Gradient flow on ``L = 1/(2n) sum_c r_c^2``, ``r_c = f(x_c) - y_c`` over ``n`` training inputs,
-moves the output and the kernels of :func:`ntklib.hierarchy.hierarchy` by
+moves the output and the kernels of :func:`ntklib.hierarchy.kernel_hierarchy` by
 
     f'     = -(1/n) K^(2) r,
     K^(k)' = -(1/n) K^(k+1) . r        (contracting the last index),   k = 2, 3, ...
@@ -31,7 +31,14 @@ from ntklib.train import squared_loss
 
 
 class Trajectory(NamedTuple):
-    """Observations at ``t = 0, dt*every, ...``: outputs ``(S, B)`` and NTK ``(S, B, n)``."""
+    """Observations at ``t = 0, dt*every, ...``: outputs ``(S, B)`` and NTK ``(S, B, n)``.
+
+    Attributes:
+        t: the observation times, shape (S,) with ``S = steps // every + 1``.
+        f: the outputs on all ``B`` tracked inputs, shape (S, B).
+        ntk: the NTK rows ``K^(2)(x_b, x_c)`` over the ``n`` training inputs, shape
+            (S, B, n) (constant at ``p = 2``, where the NTK is the frozen level).
+    """
 
     t: jax.Array
     f: jax.Array
@@ -83,9 +90,22 @@ def truncated_flow(
     """Integrate the hierarchy truncated at level ``p`` with RK4 (:mod:`ntklib.ode`).
 
     ``kernels = (K^(2), ..., K^(q))`` at ``t = 0`` with ``q >= p`` (from
-    :func:`ntklib.hierarchy.hierarchy`, first index over all ``B`` tracked inputs, training
-    inputs first); ``f0`` the outputs at ``t = 0`` (B,); ``y`` the ``n`` training targets.
-    Returns the outputs on all ``B`` inputs and the NTK rows ``K^(2)(x_b, x_c)``.
+    :func:`ntklib.hierarchy.kernel_hierarchy`, first index over all ``B`` tracked inputs,
+    training inputs first); ``f0`` the outputs at ``t = 0`` (B,); ``y`` the ``n`` training
+    targets. Returns the outputs on all ``B`` inputs and the NTK rows ``K^(2)(x_b, x_c)``.
+
+    Arguments:
+        kernels: ``(K^(2), ..., K^(q))`` at ``t = 0``, ``q >= p``, ``K^(r)`` of shape
+            ``(B, n, ..., n)`` (``r - 1`` n's); only the first ``p - 1`` are used.
+        f0: the outputs at ``t = 0`` on all ``B`` tracked inputs, shape (B,), ``B >= n``.
+        y: the training targets, shape (n,).
+        p: the truncation level, an int ``>= 2`` (static): ``K^(p)`` is frozen.
+        dt: the RK4 time step.
+        steps: the number of steps (static), a multiple of ``every``.
+        every: observe every ``every`` steps (static), default 1.
+
+    Returns:
+        A :class:`Trajectory`.
     """
     _check_truncation(kernels, p, f0, y)
     f, ntk = _truncated(tuple(kernels[: p - 1]), f0, y, p, dt, steps, every)
@@ -98,6 +118,15 @@ def hierarchy_rates(
     """The hierarchy's right-hand sides ``(f', K^(2)', ..., K^(q-1)')`` from ``K^(2..q)``.
 
     ``f' = -(1/n) K^(2) r`` and ``K^(k)' = -(1/n) K^(k+1) . r`` with ``r = f[:n] - y``.
+
+    Arguments:
+        kernels: ``(K^(2), ..., K^(q))``, ``K^(r)`` of shape ``(B, n, ..., n)``, training
+            inputs first.
+        f: the outputs on all ``B`` tracked inputs, shape (B,).
+        y: the training targets, shape (n,).
+
+    Returns:
+        ``q - 1`` arrays: ``f'`` of shape (B,), then ``K^(k)'`` of the shape of ``K^(k)``.
     """
     n = y.shape[0]
     r = f[:n] - y
@@ -113,6 +142,18 @@ def measured_rates(
     ``n = len(y)`` rows of ``x``) and ``(Q(theta - eta g) - Q(theta + eta g)) / (2 eta)`` is
     taken for every ``Q``: the actual rate of change along gradient flow, to ``O(eta^2)``,
     computed without the next kernel of the hierarchy. Compare with :func:`hierarchy_rates`.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters.
+        x: all tracked inputs, the ``n`` training inputs first, shape (B, n_0).
+        y: the training targets, shape (n,).
+        eta: the half-width of the central difference (in flow time).
+        order: one more than the highest kernel order differentiated, an int ``>= 2``,
+            default 4 (``f'``, ``K^(2)'`` and ``K^(3)'``); ``order = 2`` gives ``f'`` alone.
+
+    Returns:
+        ``order - 1`` arrays of the shapes :func:`hierarchy_rates` returns.
     """
     n = y.shape[0]
     x_train = x[:n]

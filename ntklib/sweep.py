@@ -71,6 +71,24 @@ def map_keys(
     rerun loads it instead of computing it again, so a long Monte Carlo killed half-way
     resumes; the folder records ``n``, the chunk size and the key and refuses a different
     call. ``progress`` prints a progress bar on stderr.
+
+    Arguments:
+        fn: the computation ``fn(key, *args)`` for one network, returning a pytree of arrays.
+            Its compiled form is cached by identity: pass the same callable each time.
+        key: the root key; network ``i`` gets ``jax.random.split(key, n)[i]``.
+        n: the number of keys (``>= 1``).
+        args: arrays shared by every network (replicated, not mapped), default ``()``.
+        chunk: networks vmapped at a time, default 256; capped at ``n`` (unless
+            ``fixed_chunk``) and rounded up to a multiple of the number of devices.
+        fixed_chunk: pad a run of fewer than ``chunk`` networks to ``chunk``, default
+            ``False``.
+        devices: the devices of the mesh, default ``None`` (all of ``jax.devices()``).
+        store: a folder to save finished chunks in and resume from, default ``None``
+            (nothing saved).
+        progress: print a progress bar on stderr, default ``False``.
+
+    Returns:
+        ``fn``'s pytree with NumPy leaves, each with a new first axis of length ``n``.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -185,6 +203,17 @@ def map_points(
 
     Each finished point is written to ``store/<hash of the point>.npy`` (atomically), so a
     killed sweep resumes where it stopped; a progress line goes to stderr.
+
+    Arguments:
+        points: the grid, one dict of JSON-serializable parameters per point (the hash of
+            its sorted JSON names the saved file).
+        run_point: the computation of one point, returning an array.
+        store: the folder of saved points, default ``None`` (nothing saved, nothing
+            skipped).
+        progress: print a progress line on stderr, default ``True``.
+
+    Returns:
+        The points' results as NumPy arrays, in the order of ``points``.
     """
     store = None if store is None else Path(store)
     if store is not None:

@@ -20,15 +20,39 @@ from ntklib.ode import rk4
 
 
 class TrainResult(NamedTuple):
+    """The result of :func:`gradient_descent`.
+
+    Attributes:
+        params: the parameters after the last step.
+        loss: shape (steps + 1,), the loss before each step and after the last.
+    """
+
     params: Params
     loss: jax.Array  # (steps + 1,) loss before each step and after the last
 
 
 def squared_loss(net: MLP, params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The squared loss ``L = 1/2 sum_i (f(x_i) - y_i)^2`` (a sum, not a mean), a scalar.
+
+    Arguments:
+        net: the architecture.
+        params: its parameters.
+        x: inputs, shape (B, n_0).
+        y: targets, shape (B,).
+    """
     return 0.5 * jnp.sum((apply(net, params, x) - y) ** 2)
 
 
 class DescentResult(NamedTuple):
+    """The result of :func:`descend`.
+
+    Attributes:
+        params: the parameters after the last step.
+        loss: shape (steps // every + 1,), the loss at steps 0, every, 2 every, ..., steps.
+        observed: ``observe(params)`` at the same steps, stacked leaf by leaf along a new
+            first axis (``None`` without ``observe``).
+    """
+
     params: Params
     loss: jax.Array  # (steps // every + 1,) the loss at steps 0, every, 2 every, ...
     observed: Any  # observe(params) at the same steps, stacked (None without observe)
@@ -52,6 +76,20 @@ def _descend(
     after the last; ``steps`` must be a multiple of ``every``. Two nested ``lax.scan``: one
     compile whatever ``steps`` is; the recorded loss is the value of the step's own
     ``value_and_grad`` (no extra forward pass).
+
+    Arguments:
+        f: the network function ``f(params, x)``, returning the same shape as ``y`` (static).
+        params: the initial parameters (any pytree).
+        x: the training inputs.
+        y: the training targets.
+        lr: the learning rate.
+        steps: the number of steps (static), a multiple of ``every``.
+        every: record every ``every`` steps (static), default 1.
+        observe: a function of the parameters to record with the loss (static), default
+            ``None`` (nothing recorded).
+
+    Returns:
+        A :class:`DescentResult`.
     """
     if every < 1 or steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
@@ -86,13 +124,35 @@ def _mlp_descent(net, params, x, y, lr, steps):
 def gradient_descent(
     net: MLP, params: Params, x: jax.Array, y: jax.Array, lr: float, steps: int
 ) -> TrainResult:
-    """``steps`` full-batch GD steps at learning rate ``lr``; returns params and loss curve."""
+    """``steps`` full-batch GD steps at learning rate ``lr``; returns params and loss curve.
+
+    The loss is :func:`squared_loss`, ``1/2 sum_i (f(x_i) - y_i)^2``; one compile per
+    ``(net, steps)``.
+
+    Arguments:
+        net: the architecture (static).
+        params: the initial parameters.
+        x: training inputs, shape (B, n_0).
+        y: training targets, shape (B,).
+        lr: the learning rate; ``lr < 2 / lambda_max(Theta)`` is stable (module docstring).
+        steps: the number of steps (static).
+
+    Returns:
+        A :class:`TrainResult`: the final parameters and the ``steps + 1`` losses.
+    """
     out = _mlp_descent(net, params, x, y, lr, steps)
     return TrainResult(out.params, out.loss)
 
 
 class FlowResult(NamedTuple):
-    """Gradient flow observed at ``t = 0, dt*every, ...``."""
+    """Gradient flow observed at ``t = 0, dt*every, ...``: the result of :func:`gradient_flow`.
+
+    Attributes:
+        t: the observation times, shape (S,) with ``S = steps // every + 1``.
+        f: the outputs on the tracked inputs ``x_eval``, shape (S, B).
+        ntk: the empirical NTK rows ``K^(2)(x_b, x_train_c)``, shape (S, B, n).
+        params: the parameters at the final time.
+    """
 
     t: jax.Array  # (S,)
     f: jax.Array  # (S, B) outputs on the tracked inputs
@@ -127,6 +187,19 @@ def gradient_flow(
     ``x_eval`` (default ``x_train``; put the training inputs first) and the NTK rows
     ``Theta_t(x_eval, x_train)`` every ``every`` steps. RK4's error is ``O(dt^4)``: check it
     with :func:`ntklib.ode.rk4_error` on a run at ``dt/2``.
+
+    Arguments:
+        net: the architecture (static).
+        params: the initial parameters.
+        x_train: the ``n`` training inputs, shape (n, n_0).
+        y: the training targets, shape (n,).
+        dt: the RK4 time step.
+        steps: the number of steps (static), a multiple of ``every``.
+        every: observe every ``every`` steps (static), default 1.
+        x_eval: the tracked inputs, shape (B, n_0), default ``None`` (``x_train``).
+
+    Returns:
+        A :class:`FlowResult`.
     """
     x_eval = x_train if x_eval is None else x_eval
     f, k, final = _flow(net, params, x_train, y, x_eval, dt, steps, every)
@@ -143,12 +216,26 @@ def kernel_descent(
 ) -> tuple[jax.Array, jax.Array | None]:
     """Gradient descent of the kernel (linearized) model from ``f_0 = 0``, in closed form.
 
-    ``f_{t+1} = f_t - lr K (f_t - y)`` on the training inputs (``gram = K``, ``y: (n,)`` or
-    ``(n, k)``) gives ``f_t = K c_t`` with ``c_t = V diag((1 - (1 - lr lambda)^t) / lambda)
-    V^T y`` (``c_t -> lr t V^T y`` where ``lambda -> 0``), and ``k_test c_t`` off the training
-    set. Returns the outputs at ``t = 0, every, ..., steps``: training ``(S, n, ...)`` and, with
-    ``k_test: (m, n)``, test ``(S, m, ...)``. Use float64: the gains of small eigenvalues
-    are differences of numbers near 1.
+    ``f_{t+1} = f_t - lr K (f_t - y)`` on the training inputs (``gram = K = V diag(lambda)
+    V^T``, ``y: (n,)`` or ``(n, k)``) gives ``f_t = K c_t`` with ``c_t = V diag((1 - (1 - lr
+    lambda)^t) / lambda) V^T y`` (the gain ``(1 - (1 - lr lambda)^t) / lambda -> lr t`` where
+    ``lambda -> 0``), and ``k_test c_t`` off the training set. Returns the outputs at ``t = 0,
+    every, ..., steps``: training ``(S, n, ...)`` and, with ``k_test: (m, n)``, test ``(S, m,
+    ...)``. Use float64: the gains of small eigenvalues are differences of numbers near 1.
+    Eigenvalues below the dtype's smallest normal number (zero or negative by rounding) are
+    raised to it.
+
+    Arguments:
+        gram: the training kernel ``K``, shape (n, n), symmetric.
+        y: the training targets, shape (n,) or (n, k).
+        lr: the learning rate.
+        steps: the last step (recorded when it is a multiple of ``every``).
+        every: the stride of the recorded steps, default 1.
+        k_test: the test-train kernel, shape (m, n), default ``None`` (no test outputs).
+
+    Returns:
+        ``(f_train, f_test)``, ``f_train`` of shape (S, n, ...) and ``f_test`` of shape
+        (S, m, ...) or ``None`` without ``k_test``, ``S = len(range(0, steps + 1, every))``.
     """
     lam, v = jnp.linalg.eigh(gram)
     lam = jnp.maximum(lam, jnp.finfo(gram.dtype).tiny)

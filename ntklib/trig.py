@@ -44,7 +44,12 @@ def _atan_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 
 def atan2(y: jax.Array, x: jax.Array) -> jax.Array:
     """The angle of ``(x, y)`` in ``[-pi, pi]``, as ``numpy.arctan2`` (finite inputs; the sign
-    of a zero is ignored: ``atan2(0, 0) = atan2(0, -0.0) = 0``)."""
+    of a zero is ignored: ``atan2(0, 0) = atan2(0, -0.0) = 0``).
+
+    Arguments:
+        y: the second coordinate (array or scalar), broadcast with ``x``.
+        x: the first coordinate (array or scalar).
+    """
     y, x = jnp.asarray(y), jnp.asarray(x)
     a, b = jnp.abs(x), jnp.abs(y)
     swap = b > a  # reduce to the first octant: atan(small / large)
@@ -57,7 +62,15 @@ def atan2(y: jax.Array, x: jax.Array) -> jax.Array:
 
 def arcsin(s: jax.Array, c: jax.Array | None = None) -> jax.Array:
     """``arcsin(s)`` for ``|s| <= 1``; pass ``c = sqrt(1 - s^2)`` when a cancellation-free
-    value of it is at hand (near ``|s| = 1`` that keeps every digit)."""
+    value of it is at hand (near ``|s| = 1`` that keeps every digit).
+
+    Computed as ``atan2(s, c)``.
+
+    Arguments:
+        s: the sine, ``|s| <= 1`` (array or scalar).
+        c: the cosine ``sqrt(1 - s^2) >= 0``, broadcast with ``s``; default ``None``
+            (computed as ``sqrt((1 - s)(1 + s))``, clipped at 0).
+    """
     s = jnp.asarray(s)
     if c is None:
         c = jnp.sqrt(jnp.maximum((1.0 - s) * (1.0 + s), 0.0))

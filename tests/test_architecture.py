@@ -129,3 +129,87 @@ def test_docstring_formula_blocks_become_literal_blocks():
     bullet = ["* item:", "", "      f = |x|", "", "  continued", ""]
     assert literal_formula_blocks(bullet)[2:4] == ["::", ""]  # at the bullet's body indent
     assert literal_formula_blocks(["a::", "", "    b"]) == ["a::", "", "    b"]
+
+
+DOCUMENTED = (
+    "mlp empirical train hierarchy nth ode narrow finite sweep keys trig activations"
+).split()
+
+
+def _documented_objects():
+    """``(qualified name, object, parameters, docstring)`` for every public function and class
+    defined in a documented module (jitted functions included) and every public method."""
+    import importlib
+    import inspect
+
+    for mod_name in DOCUMENTED:
+        mod = importlib.import_module(f"ntklib.{mod_name}")  # not ntklib.mlp, the function
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if not (inspect.isfunction(obj) or inspect.isclass(obj) or hasattr(obj, "__wrapped__")):
+                continue
+            qual = f"ntklib.{mod_name}.{name}"
+            yield qual, obj, inspect.signature(obj).parameters, inspect.getdoc(obj) or ""
+            if inspect.isclass(obj):
+                for m_name, meth in vars(obj).items():
+                    if not m_name.startswith("_") and inspect.isfunction(meth):
+                        params = inspect.signature(meth).parameters
+                        yield f"{qual}.{m_name}", meth, params, inspect.getdoc(meth) or ""
+
+
+def _entries(doc: str) -> dict[str, str]:
+    """``{name: text}`` of the ``Arguments:`` and ``Attributes:`` entries of a docstring."""
+    import re
+
+    entries: dict[str, str] = {}
+    lines, current, base = doc.splitlines(), None, None
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        if re.fullmatch(r"(Arguments|Attributes):", line.strip()):
+            current, base = "", None
+            continue
+        if current is None:
+            continue
+        if (
+            not line.strip()
+            or (base is not None and indent < base)
+            or (base is None and indent == 0)
+        ):
+            current = None  # the section ends at a blank line or a dedent
+            continue
+        m = re.match(r"\s*(\w+(?:, \w+)*): ", line)
+        if base is None or (indent == base and m):
+            base = indent
+            names = m.group(1).split(", ") if m else []
+            for n in names:
+                entries[n] = line.strip()
+            current = ",".join(names)
+        else:
+            for n in current.split(","):
+                if n:
+                    entries[n] += " " + line.strip()
+    return entries
+
+
+def test_every_argument_is_documented_with_its_default():
+    """The docstring standard of the API page: each argument (each field, for a class) has an
+    ``Arguments:`` (``Attributes:``) entry ``name: meaning``, which names its default if it has
+    one; ``self``, ``*args`` and ``**kwargs`` are exempt."""
+    import inspect
+
+    seen, missing = 0, []
+    for qual, _, params, doc in _documented_objects():
+        seen += 1
+        if not doc.strip():
+            missing.append(f"{qual}: no docstring")
+        entries = _entries(doc)
+        for p in params.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.name not in entries:
+                missing.append(f"{qual}: no entry for {p.name}")
+            elif p.default is not inspect.Parameter.empty and "default" not in entries[p.name]:
+                missing.append(f"{qual}: the entry for {p.name} names no default")
+    assert seen > 50, seen  # the walk found the modules' functions
+    assert not missing, "\n".join(missing)
