@@ -137,6 +137,55 @@ def reference_errors(outdir: Path, wl: tuple) -> dict[str, float]:
     return errs
 
 
+def accuracy_rows(records: list[dict], outdir: Path) -> list[dict]:
+    """One row per activation of the accuracy benchmark: each implementation's largest error on
+    the NTK of :func:`workloads.accuracy_inputs`, relative to ``sqrt(K(x,x) K(x',x'))``, against
+    the nested adaptive quadrature of ``gauss_reference`` (float64, tolerance 1e-13), and the
+    time per layer of the Gauss-Kronrod map next to the 64-point Gauss-Hermite rule."""
+    import warnings
+
+    import gauss_reference as G
+    import numpy as np
+
+    rows = []
+    for act in sorted({r["activation"] for r in records if r["bench"] == "accuracy"}):
+        rs = {r["impl"]: r for r in records if r["bench"] == "accuracy" and r["activation"] == act}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = G.ref_ntk_matrix(act, 1, W.accuracy_inputs(), W.ACC_W_STD, W.ACC_B_STD)
+        scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+        errs = {}
+        for tag in ("gauss-kronrod", "gauss-hermite", "nt"):
+            p = W.result_file(outdir, "accuracy", (act,), tag)
+            if p.exists():
+                errs[tag] = float(np.max(np.abs(np.load(p) - ref) / scale))
+        new, old = rs.get("ntklib gauss-kronrod"), rs.get("ntklib gauss-hermite 64")
+        nt_impl = next((k for k in rs if k.startswith("nt ")), None)
+        rows.append(
+            dict(
+                bench="accuracy",
+                workload=rs[next(iter(rs))]["workload"],
+                activation=act,
+                ntklib=new and new["seconds_per_layer"],
+                peer="ntklib gauss-hermite 64 (time per layer)",
+                peer_seconds=old and old["seconds_per_layer"],
+                ratio=new and old and old["seconds_per_layer"] / new["seconds_per_layer"],
+                agreement=None,
+                ntklib_error=errs.get("gauss-kronrod"),
+                hermite_error=errs.get("gauss-hermite"),
+                peer_error=errs.get("nt"),
+                peer_impl=nt_impl,
+                seconds_per_layer=new and new["seconds_per_layer"],
+                hermite_seconds_per_layer=old and old["seconds_per_layer"],
+                timing=new and new["timing"],
+                note="max |K - ref| / sqrt(K(x,x) K(x',x')) vs nested adaptive quadrature: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+                + (f"; time per layer ({new['timing']})" if new else ""),
+            )
+        )
+    return rows
+
+
 def machine() -> str:
     """CPU model and core count (the model from /proc/cpuinfo where there is one)."""
     model = platform.processor() or platform.machine()
@@ -325,6 +374,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
                     note=mem,
                 )
             )
+    rows += accuracy_rows(records, outdir)
     book = [r for r in records if r["bench"] == "book"]
     if len(book) == 2:
         rows.append(

@@ -1,6 +1,6 @@
 """Independent float64 references for the Gaussian expectations of the kernel maps, by nested
 adaptive quadrature (SciPy's QUADPACK, relative tolerance 1e-13), and the script that writes
-``tests/data/gaussian_references.json`` (``python tests/gaussian_reference.py``, ~10 min).
+``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores).
 
     E[f(u) f(v)] = E_u[f(u) E[f(v) | u]],  v | u ~ N(s12 u / q1, q2 - s12^2 / q1),
 
@@ -132,5 +132,24 @@ if __name__ == "__main__":
     main(
         Path(sys.argv[1])
         if len(sys.argv) > 1
-        else Path(__file__).parent / "data" / "gaussian_references.json"
+        else Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json"
     )
+
+
+def ref_ntk_matrix(act: str, depth: int, x, w_std: float, b_std: float):
+    """The NTK matrix of the batch ``x`` (rows) by the recursion with :func:`ref_map` (slow:
+    one nested quadrature per entry and layer; for small batches and depths)."""
+    import numpy as np
+
+    x = np.asarray(x, float)
+    w2, b2, n0 = w_std**2, b_std**2, x.shape[1]
+    s = w2 * x @ x.T / n0 + b2
+    t = s.copy()
+    for _ in range(depth):
+        v = np.empty_like(s)
+        vd = np.empty_like(s)
+        for i in range(len(s)):
+            for j in range(i, len(s)):
+                v[i, j], vd[i, j] = v[j, i], vd[j, i] = ref_map(act, s[i, j], s[i, i], s[j, j])
+        s, t = w2 * v + b2, w2 * v + b2 + w2 * vd * t
+    return t
