@@ -218,6 +218,42 @@ def bench_k3(size, outdir):
         )
 
 
+def bench_accuracy(size, outdir):
+    """The accuracy row: the NTK of :func:`workloads.accuracy_inputs` at depth 1 by the new
+    Gauss-Kronrod map and the old 64-point Gauss-Hermite rule (saved for the comparison with
+    the high-precision reference), and each map's time per layer on a deeper, larger run."""
+    x = jnp.asarray(W.accuracy_inputs())
+    for act, depth, batch in W.SIZES[size].get("accuracy", []):
+        xb = jnp.asarray(W.inputs(batch, "float64"))
+        for impl, method in (
+            ("ntklib gauss-kronrod", "auto"),
+            ("ntklib gauss-hermite 64", "hermite"),
+        ):
+            k = nl.kernels(
+                x, depth=1, activation=act, w_std=W.ACC_W_STD, b_std=W.ACC_B_STD, method=method
+            ).ntk
+            np.save(W.result_file(outdir, "accuracy", (act,), impl.split()[1]), np.asarray(k))
+
+            def run(act=act, depth=depth, xb=xb, method=method):
+                return nl.kernels(
+                    xb, depth=depth, activation=act, w_std=W.W_STD, b_std=W.B_STD, method=method
+                ).ntk.block_until_ready()
+
+            first, t = W.timeit(run, repeats=2)
+            entries = batch * (batch + 1) // 2
+            emit(
+                bench="accuracy",
+                workload=W.accuracy_label(act),
+                impl=impl,
+                activation=act,
+                seconds=t,
+                compile_seconds=first - t,
+                timing=f"depth {depth}, batch {batch} ({entries} entries)",
+                seconds_per_layer=t / depth,
+                seconds_per_entry_layer=t / depth / entries,
+            )
+
+
 def main():
     size, outdir = sys.argv[1], Path(sys.argv[2])
     emit(
@@ -231,6 +267,7 @@ def main():
     bench_kernel(size, outdir)
     bench_mc(size, outdir)
     bench_k3(size, outdir)
+    bench_accuracy(size, outdir)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,25 @@ def bench_mc(size, outdir):
         )
 
 
+def bench_accuracy(size, outdir):
+    """neural-tangents on the accuracy row's inputs: tanh by ``ElementwiseNumerical`` (its
+    Gauss-Hermite rule, deg 64), GELU by ``stax.Gelu(approximate=False)``."""
+    x = jnp.asarray(W.accuracy_inputs())
+    for act, _depth, _batch in W.SIZES[size].get("accuracy", []):
+        if act == "tanh":
+            nonlin, impl = (
+                stax.ElementwiseNumerical(jnp.tanh, deg=64),
+                "nt ElementwiseNumerical deg 64",
+            )
+        else:
+            nonlin, impl = stax.Gelu(approximate=False), "nt stax.Gelu"
+        dense = stax.Dense(1, W_std=W.ACC_W_STD, b_std=W.ACC_B_STD)
+        _, _, kernel_fn = stax.serial(dense, nonlin, dense)
+        k = np.asarray(kernel_fn(x, None, get="ntk"))
+        np.save(W.result_file(outdir, "accuracy", (act,), "nt"), k)
+        emit(bench="accuracy", workload=W.accuracy_label(act), impl=impl, activation=act)
+
+
 def main():
     size, outdir = sys.argv[1], Path(sys.argv[2])
     emit(
@@ -144,6 +163,7 @@ def main():
     bench_gram(size, outdir)
     bench_kernel(size, outdir)
     bench_mc(size, outdir)
+    bench_accuracy(size, outdir)
 
 
 if __name__ == "__main__":

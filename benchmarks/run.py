@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / ".peer-venv"
 PEER_PINS = ["neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2", "scipy<1.13"]
 sys.path.insert(0, str(Path(__file__).parent))
+import gauss_reference as G  # noqa: E402
 import workloads as W  # noqa: E402
 
 from ntkbook import performance  # noqa: E402
@@ -131,6 +133,50 @@ def reference_errors(outdir: Path, wl: tuple) -> dict[str, float]:
             got = np.load(p)[pairs[:, 0], pairs[:, 1]].astype(np.longdouble)
             errs[tag] = float(np.max(np.abs(got - ref) / np.abs(ref)))
     return errs
+
+
+def accuracy_rows(records: list[dict], outdir: Path) -> list[dict]:
+    """One row per activation of the accuracy benchmark: each implementation's largest error on
+    the NTK of :func:`workloads.accuracy_inputs`, relative to ``sqrt(K(x,x) K(x',x'))``, against
+    the nested adaptive quadrature of ``gauss_reference`` (float64, tolerance 1e-13), and the
+    time per layer of the Gauss-Kronrod map next to the 64-point Gauss-Hermite rule."""
+    rows = []
+    for act in sorted({r["activation"] for r in records if r["bench"] == "accuracy"}):
+        rs = {r["impl"]: r for r in records if r["bench"] == "accuracy" and r["activation"] == act}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = G.ref_ntk_matrix(act, 1, W.accuracy_inputs(), W.ACC_W_STD, W.ACC_B_STD)
+        scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+        errs = {}
+        for tag in ("gauss-kronrod", "gauss-hermite", "nt"):
+            p = W.result_file(outdir, "accuracy", (act,), tag)
+            if p.exists():
+                errs[tag] = float(np.max(np.abs(np.load(p) - ref) / scale))
+        new, old = rs.get("ntklib gauss-kronrod"), rs.get("ntklib gauss-hermite 64")
+        nt_impl = next((k for k in rs if k.startswith("nt ")), None)
+        rows.append(
+            dict(
+                bench="accuracy",
+                workload=rs[next(iter(rs))]["workload"],
+                activation=act,
+                ntklib=new and new["seconds_per_layer"],
+                peer="ntklib gauss-hermite 64 (time per layer)",
+                peer_seconds=old and old["seconds_per_layer"],
+                ratio=new and old and old["seconds_per_layer"] / new["seconds_per_layer"],
+                agreement=None,
+                ntklib_error=errs.get("gauss-kronrod"),
+                hermite_error=errs.get("gauss-hermite"),
+                peer_error=errs.get("nt"),
+                peer_impl=nt_impl,
+                seconds_per_layer=new and new["seconds_per_layer"],
+                hermite_seconds_per_layer=old and old["seconds_per_layer"],
+                timing=new and new["timing"],
+                note="max |K - ref| / sqrt(K(x,x) K(x',x')) vs nested adaptive quadrature: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
+                + (f"; time per layer ({new['timing']})" if new else ""),
+            )
+        )
+    return rows
 
 
 def machine() -> str:
@@ -375,7 +421,7 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
     for (bench, wl), rs in by.items():
         if bench in _ROW_BUILDERS:
             rows += _ROW_BUILDERS[bench](bench, wl, rs, records, outdir)
-    return rows + _book_rows(records)
+    return rows + accuracy_rows(records, outdir) + _book_rows(records)
 
 
 def main(argv=None) -> int:

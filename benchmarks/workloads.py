@@ -24,6 +24,8 @@ SIZES = {
         "k3": [8, 16],
         "matmul": 512,
         "book": None,
+        # (activation, depth of the timing run, batch of the timing run)
+        "accuracy": [("tanh", 10, 8), ("gelu", 10, 8)],
     },
     "small": {
         # batch 64 throughout, plus one batch-256 point; the NTK-vector-product and Jacobian
@@ -37,6 +39,7 @@ SIZES = {
         "k3": [8, 16, 32, 64],
         "matmul": 2048,
         "book": "quick",
+        "accuracy": [("tanh", 100, 16), ("gelu", 100, 16)],
     },
     "full": {
         "gram": [
@@ -53,6 +56,7 @@ SIZES = {
         "k3": [8, 16, 32, 64, 128],  # the naive route's memory decides whether it runs at 128
         "matmul": 4096,
         "book": "quick",
+        "accuracy": [("tanh", 1000, 32), ("gelu", 1000, 32)],
     },
 }
 
@@ -244,3 +248,18 @@ def reference_sample(batch: int, n: int = 256, seed: int = 2) -> np.ndarray:
     i, j = np.triu_indices(batch, 1)
     pick = np.random.default_rng(seed).choice(len(i), size=min(n, len(i)), replace=False)
     return np.stack([i[pick], j[pick]], axis=1)
+
+
+# The accuracy row (issue #17): depth 1, sigma_w 1.5, sigma_b 0.1, three inputs of squared norm
+# about 29 in dimension 5, where a 64-point Gauss-Hermite rule is off by 10 % for tanh.
+ACC_W_STD, ACC_B_STD = 1.5, 0.1
+
+
+def accuracy_inputs() -> np.ndarray:
+    """Three inputs in R^5 of squared norm 29, 27 and 31 (fixed)."""
+    x = np.random.default_rng(5).standard_normal((3, 5))
+    return x / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt([[29.0], [27.0], [31.0]])
+
+
+def accuracy_label(act: str) -> str:
+    return f"{act}, depth 1, sigma_w {ACC_W_STD}, sigma_b {ACC_B_STD}, |x|^2 ~ 29, dim 5"

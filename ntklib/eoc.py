@@ -16,8 +16,9 @@ with ``q*`` the fixed point of ``F``. The slope of ``f`` at ``c = 1`` is
 ``chi < 1`` is the ordered phase (correlations go to 1), ``chi > 1`` the chaotic phase, and
 ``chi = 1`` the Edge of Chaos (EOC). The one-dimensional Gaussian expectations here are
 computed with adaptive quadrature on each half-line (the activations may have a kink at 0),
-to about 1e-12; the two-dimensional one in :func:`correlation_map` by closed forms where
-they exist, else by nested adaptive quadrature split at the kink. NumPy/SciPy floats: these
+to about 1e-12; the two-dimensional one in :func:`correlation_map` by the kernel maps of
+:mod:`ntklib.kernel_maps` (closed forms, else the Gauss-Kronrod map), the maps of
+:func:`ntklib.kernels`. NumPy/SciPy floats: these
 are scalar root-finding problems, not array programs (the library's kernel recursions for
 deep networks are in :mod:`ntklib.infinite`).
 """
@@ -35,7 +36,7 @@ from scipy import integrate, optimize
 
 from ntklib import _checks
 from ntklib.activations import HOMOGENEOUS, get_activation
-from ntklib.kernel_maps import CLOSED_FORMS, kernel_map
+from ntklib.kernel_maps import kernel_map
 
 
 def _x64():
@@ -157,38 +158,16 @@ def chi(activation: str, w_std: float, b_std: float, q: float | None = None) -> 
 def correlation_map(c: float, activation: str, w_std: float, b_std: float) -> float:
     """``f(c) = (sigma_w^2 E[phi(u) phi(v)] + sigma_b^2) / q*`` at correlation ``c``.
 
-    ``u = sqrt(q*) z1``, ``v = sqrt(q*) (c z1 + sqrt(1 - c^2) z2)``: closed forms where
-    :mod:`ntklib.kernel_maps` has them, else nested adaptive quadrature with the inner
-    integral split where ``v = 0`` (a kink there would spoil a fixed Gauss-Hermite rule).
+    ``E[phi(u) phi(v)]``, ``(u, v) ~ N(0, q* [[1, c], [c, 1]])``, from the same kernel map as
+    :func:`ntklib.kernels` (:func:`ntklib.kernel_maps.kernel_map`, ``method="auto"``: the closed
+    form where there is one, else the Gauss-Kronrod map, about 1e-14), in float64.
     """
     if not -1.0 <= c <= 1.0:
         raise ValueError(f"c must be a correlation in [-1, 1], got {c}")
     q = q_star(activation, w_std, b_std)
-    if activation in CLOSED_FORMS:
-        v, _ = kernel_map(activation)(jnp.asarray(c * q), jnp.asarray(q), jnp.asarray(q))
-        ev = float(v)
-    else:
-        phi, _ = _numpy_activation(activation)
-        r, s = math.sqrt(q), math.sqrt(max(0.0, 1.0 - c * c))
-        dens = 1.0 / math.sqrt(2 * math.pi)
-
-        def inner(z1: float) -> float:
-            if s == 0.0:
-                return phi(r * c * z1)
-            kink = -c * z1 / s
-
-            def h(z2: float) -> float:
-                return phi(r * (c * z1 + s * z2)) * dens * math.exp(-0.5 * z2 * z2)
-
-            kw = dict(epsabs=1e-12, epsrel=1e-10, limit=200)
-            lo, hi = sorted((kink, 0.0))  # the kink, and the peak of the Gaussian weight
-            return (
-                integrate.quad(h, -np.inf, lo, **kw)[0]
-                + (integrate.quad(h, lo, hi, **kw)[0] if hi > lo else 0.0)
-                + integrate.quad(h, hi, np.inf, **kw)[0]
-            )
-
-        ev = gauss_mean(lambda u: phi(u) * inner(u / r), q) if r > 0 else phi(0.0) ** 2
+    with _x64():
+        qa = jnp.asarray(q, jnp.float64)
+        ev = float(kernel_map(activation)(jnp.asarray(c * q, jnp.float64), qa, qa)[0])
     return float((w_std**2 * ev + b_std**2) / q)
 
 

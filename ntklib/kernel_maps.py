@@ -15,9 +15,17 @@ with :mod:`ntklib.trig`'s vectorizing ``atan2``/``arcsin`` (XLA's call the scala
 on the CPU, which made them most of the cost of a deep recursion);
 * identity: V = s12, Vd = 1.
 
-Any other activation uses two-dimensional Gauss-Hermite quadrature (probabilists' nodes),
-``u = sqrt(q1) z1``, ``v = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``; its error decays
-spectrally for smooth activations and like ``n_quad^{-1}`` to ``n_quad^{-3/2}`` at a kink.
+Any other activation (``method="auto"``) uses :class:`GaussKronrodMap`: the expectation is
+written as ``E_u[phi(u) E[phi(v) | u]]`` with ``v | u ~ N(s12 u / q1, q2 (1 - c^2))``, and
+both one-dimensional integrals are taken by composite Gauss-Kronrod rules in the standard
+variable, on panels split at the activation's kink (0) and graded down to the activation's own
+length scale ``1 / sqrt(q)``; it is accurate to about 1e-14 of the kernel's scale for
+variances 0.01 to 10^3 and every correlation in [-1, 1] (tested against nested adaptive
+quadrature), and the embedded Gauss rule gives an error estimate in the same pass. The
+previous two-dimensional Gauss-Hermite rule (``method="hermite"``, probabilists' nodes, ``u =
+sqrt(q1) z1``, ``v = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``) under-resolves the scale
+``1 / sqrt(q)`` once ``q`` is a few units (10 % of the kernel for tanh at ``q = 13``) and is
+kept for comparison only.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from ntklib.activations import get_activation
 KernelMap = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 CLOSED_FORMS = ("relu", "erf", "identity")
+KINKED = ("relu", "elu")  # activations whose derivative is not smooth at 0
+METHODS = ("auto", "closed", "kronrod", "hermite", "quadrature")
 
 
 def _corr(s12, q1, q2):
@@ -66,7 +76,11 @@ def identity_map(s12, q1, q2):
 
 
 def quadrature_map(activation: str, n_quad: int = 64) -> KernelMap:
-    """Gauss-Hermite kernel map for any activation in :mod:`ntklib.activations`."""
+    """Gauss-Hermite kernel map for any activation in :mod:`ntklib.activations` (the previous
+    default; ``method="hermite"``): ``E[f(u) f(v)] ~ sum_ij w_i w_j f(u_ij) f(v_ij)`` on the
+    ``n_quad x n_quad`` tensor grid of probabilists' Hermite nodes, ``n_quad`` default 64,
+    ``2 n_quad^2`` activation evaluations per entry. Inaccurate once ``q`` is a few units (see
+    the module docstring); its weights overflow beyond about 300 nodes."""
     phi = get_activation(activation)
     dphi = jnp.vectorize(jax.grad(phi))
     z, w = np.polynomial.hermite_e.hermegauss(n_quad)
@@ -86,13 +100,231 @@ def quadrature_map(activation: str, n_quad: int = 64) -> KernelMap:
     return kmap
 
 
+def kronrod_rule(n: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``2n + 1``-point Gauss-Kronrod rule on [-1, 1] extending ``n``-point Gauss-Legendre.
+
+    Returns ``(x, w_kronrod, w_gauss)``: the sorted nodes, the Kronrod weights (exact for
+    polynomials of degree ``3n + 1``), and the Gauss weights on the same nodes (0 at the
+    ``n + 1`` Kronrod-only nodes). The new nodes are the roots of the Stieltjes polynomial
+    ``E_{n+1}`` (``int E P_n P_j = 0``, ``j <= n``), the weights solve ``sum_i w_i P_j(x_i) =
+    2 delta_j0``, ``j <= 2n``, both in the Legendre basis; ``n`` default 7 (QUADPACK's GK15).
+    """
+    leg = np.polynomial.legendre
+    xg, wg = leg.leggauss(n)
+    unit = np.eye(n + 2)
+    gram = np.array(
+        [
+            [
+                leg.legval(
+                    1.0, leg.legint(leg.legmul(leg.legmul(unit[n], unit[j]), unit[k]), lbnd=-1)
+                )
+                for k in range(n + 2)
+            ]
+            for j in range(n + 1)
+        ]
+    )
+    stieltjes = np.append(np.linalg.solve(gram[:, : n + 1], -gram[:, n + 1]), 1.0)
+    x = np.sort(np.concatenate([xg, leg.legroots(stieltjes).real]))
+    wk = np.linalg.solve(leg.legvander(x, 2 * n).T, np.eye(2 * n + 1)[0] * 2.0)
+    w_gauss = np.zeros_like(x)
+    w_gauss[[int(np.argmin(np.abs(x - xi))) for xi in xg]] = wg
+    return x, wk, w_gauss
+
+
+def _graded(center, h, reach, k):
+    """Break points ``center``, ``center +- h (reach / h)^(j / (k - 1))``, ``j = 0..k-1``
+    (shape ``(..., 2k + 1)``, sorted): panels graded from width ``h`` at ``center`` out to
+    ``reach``."""
+    d = h[..., None] * (reach / h[..., None]) ** (jnp.arange(k) / (k - 1))
+    c = center[..., None]
+    return jnp.concatenate([c - d[..., ::-1], c, c + d], -1)
+
+
+def _panels(breaks, x, weights):
+    """Nodes ``(..., P * len(x))`` of the rule ``(x, w)`` (on [-1, 1]) mapped onto each panel
+    between consecutive ``breaks`` (``(..., P + 1)``), and each weight vector scaled alike."""
+    a, b = breaks[..., :-1, None], breaks[..., 1:, None]
+    half = 0.5 * (b - a)
+    shape = breaks.shape[:-1] + (-1,)
+    nodes = (0.5 * (a + b) + half * x).reshape(shape)
+    return nodes, tuple((half * w).reshape(shape) for w in weights)
+
+
+class GaussKronrodMap:
+    """Kernel map ``(s12, q1, q2) -> (E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` of any activation
+    by composite Gauss-Kronrod quadrature adapted to the integrand's scales.
+
+    With ``s_i = sqrt(q_i)``, ``c = s12 / (s1 s2)``, ``u = s1 z``, and ``v | u ~ N(m u, tau^2)``,
+    ``m = c s2 / s1``, ``tau = s2 sqrt(1 - c^2)``:
+
+        E[f(u) f(v)] = int f(s1 z) g(s1 z) N(z) dz,   g(u) = int f(m u + tau y) N(y) dy,
+
+    for ``f = phi`` and ``f = phi'`` (one ``jax.jvp`` gives both). Both integrals are truncated
+    to ``|z|, |y| <= z_max`` (Gaussian tail below 1e-18) and taken with the ``(2n + 1)``-point
+    Kronrod rule on panels: outer break points the union, sorted, of ``n_uniform`` equal panels
+    on ``[-z_max, z_max]`` (the Gaussian's scale), 0 and ``+- h (z_max / h)^(j / (k_outer - 1))``
+    with ``h = min(1 / s1, max(1, tau) / (|c| s2), z_max / k_outer)`` (the activation's
+    scale in ``z``, the scale of ``g``; also ``tau / (|c| s2)``, the width of a smoothed kink,
+    if ``kink``), floored at ``h_floor``; inner break points the union, sorted, of ``n_uniform``
+    equal panels on ``[-z_max, z_max]`` and panels graded the same way about the kink ``y* =
+    -m u / tau`` from ``min(1 / tau, 2 z_max / k_inner)``. Weights are normalized by the rule's
+    own Gaussian mass (constants exact). ``c = +-1`` is exact: ``tau = 0`` and ``g(u) =
+    f(m u)``. The embedded ``n``-point Gauss rule on the same nodes gives the second result of
+    :meth:`pair`.
+
+    Cost per kernel entry and layer: ``N_outer x N_inner`` evaluations of ``(phi, phi')``,
+    ``N_outer = (n_uniform + 2 k_outer) (2n + 1)``, ``N_inner = (n_uniform + 2 k_inner) (2n +
+    1)``: 330 x 270 = 89,100 at the defaults (the Gauss-Hermite rule: 64 x 64 = 4,096), and
+    ``N_outer`` = 330 for :meth:`diag`. Accuracy measured against nested adaptive quadrature for tanh, GELU,
+    softplus, swish, ELU and ReLU, ``q`` in [0.01, 10^3], ``c`` in {-1, -0.999, 0, 0.5, 0.999,
+    1}: below 3e-14 of ``sqrt(V(q1) V(q2))``.
+
+    Args: ``phi`` the activation (JAX-differentiable, elementwise); ``kink`` whether ``phi'``
+    may be non-smooth at 0 (default True); ``n`` Gauss points per panel (default 7: GK15);
+    ``z_max`` truncation (default 9.0); ``k_outer`` outer panels per side (default 8);
+    ``n_uniform`` (default 6) and ``k_inner`` (default 6) inner panels; ``h_floor`` the
+    smallest outer panel (default 1e-8: a kink smoothed over less costs under 1e-15).
+    """
+
+    def __init__(
+        self,
+        phi,
+        kink: bool = True,
+        n: int = 7,
+        z_max: float = 9.0,
+        k_outer: int = 8,
+        n_uniform: int = 6,
+        k_inner: int = 6,
+        h_floor: float = 1e-8,
+    ):
+        self.phi, self.kink = phi, kink
+        self.z_max, self.k_outer, self.k_inner, self.h_floor = z_max, k_outer, k_inner, h_floor
+        self.n_uniform = n_uniform
+        x, wk, wg = kronrod_rule(n)
+        self._kronrod = (x, (wk, wg))  # NumPy: a cached map holds no tracer
+        xg, wgg = np.polynomial.legendre.leggauss(n)
+        self._gauss = (xg, (wgg,))
+        self.evaluations = (
+            (n_uniform + 2 * k_outer) * (2 * n + 1),
+            (n_uniform + 2 * k_inner) * (2 * n + 1),
+        )
+
+    def _both(self, v):
+        return jax.jvp(self.phi, (v,), (jnp.ones_like(v),))
+
+    def _outer(self, s1, h, rule):
+        graded = _graded(jnp.zeros_like(h), jnp.maximum(h, self.h_floor), self.z_max, self.k_outer)
+        uniform = jnp.broadcast_to(
+            jnp.linspace(-self.z_max, self.z_max, self.n_uniform + 1),
+            h.shape + (self.n_uniform + 1,),
+        )
+        breaks = jnp.sort(jnp.concatenate([uniform, graded], -1), -1)
+        z, ws = _panels(breaks, *rule)
+        dens = jnp.exp(-0.5 * z * z)
+        ws = tuple(w * dens / jnp.sum(w * dens, -1, keepdims=True) for w in ws)
+        return s1[..., None] * z, ws
+
+    def _expect(self, s12, q1, q2, rule):
+        s12, q1, q2 = jnp.broadcast_arrays(s12, q1, q2)
+        zm, inf = self.z_max, jnp.inf
+        s1, s2 = jnp.sqrt(q1), jnp.sqrt(q2)
+        r = jnp.sqrt(q1 * q2)  # exactly s12 where s12 = q1 = q2 (c = 1 on the diagonal)
+        c = jnp.clip(jnp.where(r > 0, s12 / jnp.where(r > 0, r, 1.0), 0.0), -1.0, 1.0)
+        tau = s2 * jnp.sqrt(jnp.maximum((1.0 - c) * (1.0 + c), 0.0))
+        m = jnp.where(s1 > 0, c * s2 / jnp.where(s1 > 0, s1, 1.0), 0.0)
+        acs = jnp.abs(c) * s2
+        safe_acs = jnp.where(acs > 0, acs, 1.0)
+        h = jnp.minimum(jnp.where(s1 > 0, 1.0 / jnp.where(s1 > 0, s1, 1.0), inf), zm / self.k_outer)
+        h = jnp.minimum(h, jnp.where(acs > 0, jnp.maximum(1.0, tau) / safe_acs, inf))
+        if self.kink:
+            h = jnp.minimum(h, jnp.where((tau > 0) & (acs > 0), tau / safe_acs, inf))
+        u, ws = self._outer(s1, h, rule)
+        fu, du = self._both(u)
+        mu = m[..., None] * u
+        t = tau[..., None]
+        safe_t = jnp.where(t > 0, t, 1.0)
+        kink = jnp.clip(jnp.where(t > 0, -mu / safe_t, 0.0), -3 * zm, 3 * zm)
+        hb = jnp.broadcast_to(
+            jnp.where(t > 0, jnp.minimum(1.0 / safe_t, 2 * zm / self.k_inner), 1.0), kink.shape
+        )
+        graded = jnp.clip(_graded(kink, hb, 2 * zm, self.k_inner), -zm, zm)
+        uniform = jnp.broadcast_to(
+            jnp.linspace(-zm, zm, self.n_uniform + 1), kink.shape + (self.n_uniform + 1,)
+        )
+        y, vs = _panels(jnp.sort(jnp.concatenate([uniform, graded], -1), -1), *rule)
+        fv, dv = self._both(mu[..., None] + t[..., None] * y)
+        dens = jnp.exp(-0.5 * y * y)
+        out = []
+        for w_out, w_in in zip(ws, vs, strict=True):
+            w_in = w_in * dens / jnp.sum(w_in * dens, -1, keepdims=True)
+            g, gd = jnp.sum(w_in * fv, -1), jnp.sum(w_in * dv, -1)
+            out.append((jnp.sum(w_out * fu * g, -1), jnp.sum(w_out * du * gd, -1)))
+        return out
+
+    def __call__(self, s12, q1, q2):
+        """``(V, Vd)`` by the Kronrod rule."""
+        return self._expect(s12, q1, q2, self._kronrod)[0]
+
+    def pair(self, s12, q1, q2):
+        """``((V, Vd) Kronrod, (V, Vd) embedded Gauss)`` from the same activation evaluations."""
+        return tuple(self._expect(s12, q1, q2, self._kronrod))
+
+    def gauss(self, s12, q1, q2):
+        """``(V, Vd)`` by the ``n``-point Gauss rule alone (a quarter of the evaluations)."""
+        return self._expect(s12, q1, q2, self._gauss)[0]
+
+    def _diag(self, q, rule):
+        s = jnp.sqrt(q)
+        h = jnp.minimum(
+            jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), jnp.inf), self.z_max / self.k_outer
+        )
+        u, ws = self._outer(s, h, rule)
+        f, d = self._both(u)
+        return [(jnp.sum(w * f * f, -1), jnp.sum(w * d * d, -1)) for w in ws]
+
+    def diag(self, q, gauss: bool = False):
+        """``(E[phi(u)^2], E[phi'(u)^2])``, ``u ~ N(0, q)``: the map at ``c = 1``, ``q1 = q2 = q``
+        by the outer rule alone (``N_outer`` evaluations); the Gauss rule if ``gauss``."""
+        return self._diag(q, self._gauss if gauss else self._kronrod)[0]
+
+
+def error_estimate(diff, scale):
+    """QUADPACK's estimate of the Kronrod result's error from ``diff = |Kronrod - Gauss|``:
+    ``diff min(1, (200 diff / scale)^(3/2))``, and at least ``50 eps scale`` (Piessens et al.
+    1983, Sec. 2.2.1); ``scale`` the magnitude of the result (here the kernel's diagonal)."""
+    eps = jnp.finfo(jnp.result_type(diff)).eps
+    rel = diff / jnp.where(scale > 0, scale, 1.0)
+    return jnp.maximum(diff * jnp.minimum(1.0, (200.0 * rel) ** 1.5), 50 * eps * scale)
+
+
 def kernel_map(activation: str, method: str = "auto", n_quad: int = 64) -> KernelMap:
-    """The kernel map of ``activation``: ``method`` is "auto", "closed" or "quadrature"."""
+    """The kernel map of ``activation``.
+
+    ``method`` (default "auto"): "auto" the closed form where there is one (relu, erf,
+    identity), else :class:`GaussKronrodMap`; "closed" the closed form or ``ValueError``;
+    "kronrod" :class:`GaussKronrodMap` for any activation (the closed forms too, as a check);
+    "hermite" (or its old name "quadrature") the ``n_quad``-point Gauss-Hermite rule
+    :func:`quadrature_map` (``n_quad`` default 64; ignored otherwise).
+    """
     get_activation(activation)
-    if method not in ("auto", "closed", "quadrature"):
-        raise ValueError(f"method must be 'auto', 'closed' or 'quadrature', got {method!r}")
-    if method == "quadrature" or (method == "auto" and activation not in CLOSED_FORMS):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if method in ("hermite", "quadrature"):
         return quadrature_map(activation, n_quad)
+    if method == "kronrod" or (method == "auto" and activation not in CLOSED_FORMS):
+        return _kronrod_map(activation)
     if activation not in CLOSED_FORMS:
         raise ValueError(f"no closed form for {activation!r}; closed forms: {CLOSED_FORMS}")
     return {"relu": relu_map, "erf": erf_map, "identity": identity_map}[activation]
+
+
+_KRONROD: dict[str, GaussKronrodMap] = {}
+
+
+def _kronrod_map(activation: str) -> GaussKronrodMap:
+    """One :class:`GaussKronrodMap` per activation name (kept: jit caches see the same object)."""
+    if activation not in _KRONROD:
+        _KRONROD[activation] = GaussKronrodMap(
+            get_activation(activation), kink=activation in KINKED
+        )
+    return _KRONROD[activation]

@@ -1,0 +1,155 @@
+"""Independent float64 references for the Gaussian expectations of the kernel maps, by nested
+adaptive quadrature (SciPy's QUADPACK, relative tolerance 1e-13), and the script that writes
+``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores).
+
+    E[f(u) f(v)] = E_u[f(u) E[f(v) | u]],  v | u ~ N(s12 u / q1, q2 - s12^2 / q1),
+
+each one-dimensional integral over ``mu +- 10 sd`` split at 0 (the kink), the mean and points
+graded by powers of 2 about both; plain-float activations written out from their formulas
+(no JAX), so nothing is shared with :mod:`ntklib.kernel_maps`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy import integrate
+
+SQ2PI = math.sqrt(2 * math.pi)
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
+
+
+ACTS = {
+    "tanh": (math.tanh, lambda x: 1 / math.cosh(x) ** 2 if abs(x) < 350 else 0.0),
+    "gelu": (
+        lambda x: 0.5 * x * math.erfc(-x / math.sqrt(2)),
+        lambda x: 0.5 * math.erfc(-x / math.sqrt(2)) + x * math.exp(-x * x / 2) / SQ2PI,
+    ),
+    "softplus": (lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x))), _sig),
+    "swish": (lambda x: x * _sig(x), lambda x: _sig(x) * (1 + x * (1 - _sig(x)))),
+    "elu": (lambda x: x if x > 0 else math.expm1(x), lambda x: 1.0 if x > 0 else math.exp(x)),
+    "relu": (lambda x: max(x, 0.0), lambda x: 1.0 if x > 0 else 0.0),
+    "erf": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
+}
+Z = 10.0
+KW = dict(epsabs=0.0, epsrel=1e-13, limit=400)
+
+
+def gmean(f, mu: float, sd: float) -> float:
+    """``E[f(mu + sd Y)]``, ``Y ~ N(0, 1)``, by adaptive quadrature on graded panels."""
+    if sd == 0:
+        return f(mu)
+    lo, hi = mu - Z * sd, mu + Z * sd
+    pts = {lo, hi, mu, 0.0}
+    for k in range(-6, 4):
+        for sg in (-1, 1):
+            pts.add(sg * 2.0**k)
+            pts.add(mu + sg * sd * 2.0**k)
+    pts = sorted(p for p in pts if lo <= p <= hi)
+    tot = 0.0
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
+        tot += integrate.quad(lambda v: f(v) * math.exp(-0.5 * ((v - mu) / sd) ** 2), a, b, **KW)[0]
+    return tot / (sd * SQ2PI)
+
+
+def ref_map(act: str, s12: float, q1: float, q2: float) -> tuple[float, float]:
+    """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for ``(u, v) ~ N(0, [[q1, s12], [s12, q2]])``."""
+    out = []
+    for f in ACTS[act]:
+        if s12 == 0:
+            out.append(gmean(f, 0.0, math.sqrt(q1)) * gmean(f, 0.0, math.sqrt(q2)))
+            continue
+        m, tau = s12 / q1, math.sqrt(max(q2 - s12 * s12 / q1, 0.0))
+        out.append(
+            gmean(lambda u, f=f, m=m, tau=tau: f(u) * gmean(f, m * u, tau), 0.0, math.sqrt(q1))
+        )
+    return out[0], out[1]
+
+
+W_STD, B_STD = 1.5, 0.1
+X = [[2.0, -3.0, 1.0, 3.0, 2.0], [1.0, 1.5, -2.0, 0.5, -1.0]]  # squared norms 27 and 8.5
+MAP_Q = (0.01, 1.0, 13.06, 100.0, 1000.0)
+MAP_C = (-1.0, -0.999, 0.0, 0.5, 0.999, 1.0)
+DEPTHS = {"tanh": (1, 3, 100), "gelu": (1, 3, 100)}  # others: depths 1 and 3
+
+
+def ref_ntk(act: str, depth: int) -> dict:
+    """NNGP and NTK entries (0,0), (0,1), (1,1) of :func:`ntklib.kernels` on ``X``, recursing
+    with :func:`ref_map` (stax conventions)."""
+    w2, b2 = W_STD**2, B_STD**2
+    n0 = len(X[0])
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731
+    q = [w2 * dot(x, x) / n0 + b2 for x in X]
+    s = w2 * dot(X[0], X[1]) / n0 + b2
+    tq, t = list(q), s
+    for _ in range(depth):
+        v, vd = ref_map(act, s, q[0], q[1])
+        dq = [ref_map(act, qi, qi, qi) for qi in q]
+        s, t = w2 * v + b2, w2 * v + b2 + w2 * vd * t
+        tq = [w2 * d[0] + b2 + w2 * d[1] * ti for d, ti in zip(dq, tq, strict=True)]
+        q = [w2 * d[0] + b2 for d in dq]
+    return {"nngp": [q[0], s, q[1]], "ntk": [tq[0], t, tq[1]]}
+
+
+def main(path: Path) -> None:
+    warnings.simplefilter("ignore")  # QUADPACK's round-off notes at the 1e-13 tolerance
+    acts = (
+        sys.argv[2].split(",")
+        if len(sys.argv) > 2
+        else ["tanh", "gelu", "softplus", "swish", "elu", "relu"]
+    )
+    data = json.loads(path.read_text()) if path.exists() else {}
+    for act in acts:
+        maps = []
+        for q in MAP_Q:
+            for c in MAP_C:
+                q1, q2 = q, 1.3 * q
+                s = c * math.sqrt(q1 * q2)
+                maps.append(
+                    dict(
+                        s12=s,
+                        q1=q1,
+                        q2=q2,
+                        v=ref_map(act, s, q1, q2),
+                        d1=ref_map(act, q1, q1, q1),
+                        d2=ref_map(act, q2, q2, q2),
+                    )
+                )
+        nets = {str(d): ref_ntk(act, d) for d in DEPTHS.get(act, (1, 3))}
+        data[act] = {"maps": maps, "networks": nets, "w_std": W_STD, "b_std": B_STD, "x": X}
+        path.write_text(json.dumps(data, indent=1))
+        print(act, "done", flush=True)
+
+
+if __name__ == "__main__":
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json"
+    )
+
+
+def ref_ntk_matrix(act: str, depth: int, x, w_std: float, b_std: float):
+    """The NTK matrix of the batch ``x`` (rows) by the recursion with :func:`ref_map` (slow:
+    one nested quadrature per entry and layer; for small batches and depths)."""
+
+    x = np.asarray(x, float)
+    w2, b2, n0 = w_std**2, b_std**2, x.shape[1]
+    s = w2 * x @ x.T / n0 + b2
+    t = s.copy()
+    for _ in range(depth):
+        v = np.empty_like(s)
+        vd = np.empty_like(s)
+        for i in range(len(s)):
+            for j in range(i, len(s)):
+                v[i, j], vd[i, j] = v[j, i], vd[j, i] = ref_map(act, s[i, j], s[i, i], s[j, j])
+        s, t = w2 * v + b2, w2 * v + b2 + w2 * vd * t
+    return t
