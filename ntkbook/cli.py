@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ntkbook.numbers import comparison_text
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
 from ntkbook.runner import ChapterFailed, cache_key, is_fresh, run_chapter
-from ntkbook.site import build_site, collect_checks, value, write_dashboard
+from ntkbook.site import build_site, collect_checks, write_dashboard
 
 
 class _Parser(argparse.ArgumentParser):
@@ -135,10 +136,20 @@ def cmd_build(project: Project, args) -> int:
         f"build finished in {time.perf_counter() - t0:.1f} s: {len(checks) - len(failed)}/{len(checks)} checks pass"
     )
     for c in failed:
-        print(
-            f"  FAIL {c['chapter']}: {c['name']} measured {value(c, 'measured', '.6g')} vs predicted {value(c, 'predicted', '.6g')} (tol {value(c, 'tolerance', '.3g')})"
-        )
+        print(f"  {check_line(c)}")
     return 1 if failed else 0
+
+
+def check_line(c: dict[str, Any]) -> str:
+    """One line per check: status, chapter, name, the comparison in words, the alternative."""
+    status = "PASS" if c["passed"] else ("POWERLESS" if c.get("powerless") else "FAIL")
+    alt = c.get("alternative")
+    against = (
+        "no alternative named"
+        if alt is None
+        else f"{'rules out' if c['rules_out'] else 'does NOT rule out'} {alt['meaning']}"
+    )
+    return f"{status:<9} {c['chapter']:<15} {c['name']}: {comparison_text(c)}; {against}"
 
 
 def cmd_checks(project: Project, args) -> int:
@@ -149,12 +160,7 @@ def cmd_checks(project: Project, args) -> int:
         if not checks:
             print("no checks recorded yet: run `python -m ntkbook build` first")
         for c in checks:
-            unc = value(c, "uncertainty", ".3g")
-            unc = "" if unc == "—" else f" ± {unc}"
-            print(
-                f"{'PASS' if c['passed'] else 'FAIL'}  {c['chapter']:<18} {c['name']:<40} "
-                f"{value(c, 'measured', '.6g')}{unc} vs {value(c, 'predicted', '.6g')} (tol {value(c, 'tolerance', '.3g')})  [{c['profile']}]"
-            )
+            print(f"{check_line(c)}  [{c['profile']}]")
     if not checks:
         return 1
     return 1 if any(not c["passed"] for c in checks) else 0

@@ -15,22 +15,53 @@ import html
 import io
 import json
 import math
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import matplotlib
 import matplotlib.pyplot as plt
 from IPython import get_ipython
 from IPython.display import display, publish_display_data
 
+from ntkbook.numbers import comparison_text, sig
 from ntkbook.protocol import METADATA_KEY, context
 from ntklib import __version__
 from ntklib._io import atomic_write_bytes
 
 Comparison = Literal["within", "at_most", "at_least"]
+Source = Literal["paper", "derived", "measured"]
+SOURCES = {"paper": "the paper's statement", "derived": "derived here", "measured": "measured here"}
+
+
+class Alternative(NamedTuple):
+    """The competing prediction a skeptic would offer, which a check must rule out.
+
+    Attributes:
+        value: the alternative's prediction, compared with ``measured`` under the check's own
+            comparison and tolerance.
+        meaning: one line: what the alternative claims (``"exponent -1/2: the size of the
+            initial fluctuation"``, ``"no convergence"``, ``"the infinite-width value"``).
+        measured: the check's statistic computed under the alternative, where it depends on
+            the prediction (a z-score against the alternative's value, say); default ``None``:
+            the check's own ``measured``.
+    """
+
+    value: float
+    meaning: str
+    measured: float | None = None
 
 
 def _finite(*values: float | None) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
+
+
+def _holds(measured: float, predicted: float, tolerance: float, comparison: Comparison) -> bool:
+    if not _finite(measured, predicted, tolerance):
+        return False
+    if comparison == "within":
+        return abs(measured - predicted) <= tolerance
+    if comparison == "at_most":
+        return measured <= predicted + tolerance
+    return measured >= predicted - tolerance
 
 
 def check(
@@ -42,55 +73,97 @@ def check(
     predicted: float,
     tolerance: float,
     why: str,
+    alternative: Alternative | tuple | None = None,
+    source: Source = "paper",
     uncertainty: float | None = None,
     comparison: Comparison = "within",
+    exact: str | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a theorem check and display it; return the record.
 
-    ``comparison="within"`` passes when ``|measured - predicted| <= tolerance``;
-    ``"at_most"`` when ``measured <= predicted + tolerance`` (an upper bound);
-    ``"at_least"`` when ``measured >= predicted - tolerance``. A NaN or infinite measured
-    value, prediction or tolerance never passes. ``paper`` is a bibtex key of
-    ``book/references.bib``; ``theorem`` names the statement (e.g. "Thm. 1, eq. (4)").
+    A check compares a measurement with a prediction under ``comparison``: ``"within"``
+    passes when ``|measured - predicted| <= tolerance``, ``"at_most"`` when ``measured <=
+    predicted + tolerance`` (an upper bound, checked as a bound), ``"at_least"`` when
+    ``measured >= predicted - tolerance``. It must also rule out its ``alternative``: the same
+    comparison with the alternative's value (and its ``measured``, if given) must *fail*; a
+    check that would pass under its alternative is *powerless* and fails like a failed check.
+    A NaN or infinite value never passes.
+
+    Arguments:
+        name: one line naming what is checked.
+        paper: a bibtex key of ``book/references.bib``. theorem: the statement ("Thm. 1, eq.
+            (4)"), in the numbering of the version the chapter cites.
+        measured, predicted: the measurement and the prediction it is compared with.
+        tolerance: from an independent error estimate (a standard error, a truncation or
+            rounding bound), never from the deviation tested; finite and > 0, or 0 with
+            ``exact``; a negative or non-finite tolerance fails the check, a 0 without
+            ``exact`` is recorded as ``tolerance_ok: false``.
+        why: where the tolerance comes from.
+        alternative: an :class:`Alternative` or a tuple ``(value, meaning[, measured])``;
+            ``None`` (the default, for checks not yet given one) is recorded as missing, which
+            the dashboard shows and the test of the check standard refuses.
+        source: ``"paper"`` (default: the paper's statement), ``"derived"`` (a prediction
+            derived here) or ``"measured"`` (a typical size measured here, e.g. an exponent
+            sharper than the paper's bound).
+        uncertainty: the measurement's standard error, default ``None``.
+        comparison: ``"within"`` (default), ``"at_most"`` or ``"at_least"``.
+        exact: why an exact equality is checked with tolerance 0 (default ``None``: a
+            tolerance of 0 is recorded as not justified).
+        parameters: the parameters to record, default the run's.
     """
     measured, predicted, tolerance = float(measured), float(predicted), float(tolerance)
     unc = None if uncertainty is None else float(uncertainty)
     if comparison not in ("within", "at_most", "at_least"):
         raise ValueError(f"comparison must be within, at_most or at_least, got {comparison!r}")
-    ok = _finite(measured, predicted, tolerance, unc) and tolerance >= 0
-    if ok:
-        if comparison == "within":
-            ok = abs(measured - predicted) <= tolerance
-        elif comparison == "at_most":
-            ok = measured <= predicted + tolerance
-        else:
-            ok = measured >= predicted - tolerance
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    alt = Alternative(*alternative) if isinstance(alternative, tuple) else alternative
+    if alt is not None and (not isinstance(alt, Alternative) or not str(alt.meaning).strip()):
+        raise ValueError("alternative needs a value and a one-line meaning")
+    # a tolerance is finite and > 0, or exactly 0 for an exact equality that says why; a
+    # negative or non-finite one fails, a 0 without a reason is recorded (tolerance_ok) and
+    # refused by the test of the check standard (tests/test_check_standard.py)
+    tolerance_ok = math.isfinite(tolerance) and (tolerance > 0 or (tolerance == 0 and bool(exact)))
+    ok = _holds(measured, predicted, tolerance, comparison) and _finite(unc) and tolerance >= 0
+    if alt is None:
+        alt_record, rules_out = None, None
+    else:
+        alt_value = float(alt.value)
+        alt_meas = float(measured if alt.measured is None else alt.measured)
+        rules_out = not _holds(alt_meas, alt_value, tolerance, comparison)
+        alt_record = {
+            "value": _json_num(alt_value),
+            "meaning": alt.meaning,
+            "measured": _json_num(alt_meas),
+        }
     ctx = context()
+    numbers = {
+        "measured": measured,
+        "uncertainty": unc,
+        "predicted": predicted,
+        "tolerance": tolerance,
+    }
     record = {
         "chapter": ctx["chapter"],
         "name": name,
         "paper": paper,
         "theorem": theorem,
+        "source": source,
         # JSON has no NaN or infinity: a non-finite number is stored as null and named in
         # "nonfinite" with its value as text, so every reader sees it and it can never pass.
-        "measured": _json_num(measured),
-        "uncertainty": _json_num(unc),
-        "predicted": _json_num(predicted),
-        "tolerance": _json_num(tolerance),
+        **{k: _json_num(v) for k, v in numbers.items()},
         "nonfinite": {
-            k: str(v)
-            for k, v in (
-                ("measured", measured),
-                ("uncertainty", unc),
-                ("predicted", predicted),
-                ("tolerance", tolerance),
-            )
-            if v is not None and not math.isfinite(v)
+            k: str(v) for k, v in numbers.items() if v is not None and not math.isfinite(v)
         },
         "comparison": comparison,
         "why": why,
-        "passed": bool(ok),
+        "exact": exact,
+        "tolerance_ok": tolerance_ok,
+        "alternative": alt_record,
+        "rules_out": rules_out,
+        "powerless": rules_out is False,
+        "passed": bool(ok and rules_out is not False),
         "profile": ctx["profile"],
         "parameters": ctx["parameters"] if parameters is None else parameters,
     }
@@ -102,27 +175,25 @@ def _json_num(v: float | None) -> float | None:
     return v if v is None or math.isfinite(v) else None
 
 
-def _fmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.6g}"
-
-
 def _display_check(record: dict[str, Any]) -> None:
-    rec = {**record, **{k: float(v) for k, v in record["nonfinite"].items()}}
-    status = "PASS" if rec["passed"] else "FAIL"
-    op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[rec["comparison"]]
-    pm = "" if rec["uncertainty"] is None else f" ± {_fmt(rec['uncertainty'])}"
-    text = (
-        f"[{status}] {rec['name']} ({rec['theorem']}): measured {_fmt(rec['measured'])}{pm}"
-        f" {op} predicted {_fmt(rec['predicted'])} (tolerance {_fmt(rec['tolerance'])})"
-    )
-    color = "#1a7f37" if rec["passed"] else "#cf222e"
+    status = "PASS" if record["passed"] else ("POWERLESS" if record["powerless"] else "FAIL")
+    source = {"derived": "; derived here", "measured": "; measured here"}.get(record["source"], "")
+    compared = comparison_text(record)
+    alt = record["alternative"]
+    if alt is None:
+        alt_text = "no alternative named"
+    else:
+        verdict = "rules out" if record["rules_out"] else "does NOT rule out"
+        alt_text = f"{verdict}: {alt['meaning']} ({sig(alt['value'])})"
+    text = f"[{status}] {record['name']} ({record['theorem']}{source}): {compared}; {alt_text}"
+    color = "#1a7f37" if record["passed"] else "#cf222e"
+    esc = html.escape
     body = (
-        f'<div class="ntklib-check" style="border-left:4px solid {color};padding:0.3em 0.8em;'
+        f'<div class="ntkbook-check" style="border-left:4px solid {color};padding:0.3em 0.8em;'
         f'margin:0.5em 0"><b style="color:{color}">{status}</b> '
-        f"<b>{html.escape(rec['name'])}</b> — {html.escape(rec['theorem'])}<br>"
-        f"measured <code>{_fmt(rec['measured'])}{html.escape(pm)}</code> {op} predicted "
-        f"<code>{_fmt(rec['predicted'])}</code>, tolerance <code>{_fmt(rec['tolerance'])}"
-        f"</code><br><small>{html.escape(rec['why'])}</small></div>"
+        f"<b>{esc(record['name'])}</b> — {esc(record['theorem'])}{esc(source)}<br>"
+        f"<code>{esc(compared)}</code><br>{esc(alt_text)}<br>"
+        f"<small>tolerance: {esc(record['why'])}</small></div>"
     )
     _emit({"text/plain": text, "text/html": body}, {METADATA_KEY: {"check": record}})
 

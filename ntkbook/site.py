@@ -24,6 +24,8 @@ from typing import Any
 import mathjax
 import yaml
 
+from ntkbook import ledger
+from ntkbook.numbers import comparison_text, number, sig
 from ntkbook.performance import latest_report, write_page
 from ntkbook.project import Project, library_hash
 from ntklib._io import atomic_write_bytes
@@ -47,45 +49,78 @@ def collect_runs(project: Project) -> list[dict[str, Any]]:
     return runs
 
 
-def value(c: dict[str, Any], key: str, fmt: str = ".4g") -> str:
-    """A check's number as text; a non-finite one (stored as null) shows as nan or inf."""
-    if key in c.get("nonfinite", {}):
-        return c["nonfinite"][key]
-    v = c.get(key)
-    return "—" if v is None else format(v, fmt)
-
-
 def _cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+def status_mark(c: dict[str, Any]) -> str:
+    if c["passed"]:
+        return "✅"
+    return "❌ powerless" if c.get("powerless") else "❌ FAIL"
+
+
+def _check_block(c: dict[str, Any]) -> str:
+    alt = c.get("alternative")
+    rules = (
+        f"rules out *{_cell(alt['meaning'])}* ({sig(alt['value'])})"
+        if alt and c.get("rules_out")
+        else (
+            f"**would also pass under** *{_cell(alt['meaning'])}*"
+            if alt
+            else "**no alternative named**"
+        )
+    )
+    source = {"derived": " (derived here)", "measured": " (measured here)"}.get(c.get("source"), "")
+    params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
+    lines = [
+        f"````{{dropdown}} {status_mark(c)} {_cell(c['name'])}: {comparison_text(c)}",
+        f"- **Statement:** {{cite:t}}`{c['paper']}`, {_cell(c['theorem'])}{source}",
+        f"- **Tolerance:** {sig(number(c, 'tolerance'), 3)}; {_cell(c['why'])}"
+        + (f" (exact: {_cell(c['exact'])})" if c.get("exact") else "")
+        + (" **(a tolerance of 0 without a reason)**" if c.get("tolerance_ok") is False else ""),
+        f"- **Alternative:** {rules}"
+        + (
+            ""
+            if not alt or alt.get("measured") in (None, c.get("measured"))
+            else f"; under it the measurement reads {sig(alt['measured'])}"
+        ),
+        f"- **Run:** profile `{c['profile']}`; {_cell(params)}",
+        "````",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
+    """One line per check (status, what, the comparison in words), grouped by chapter with
+    its counts, the failing ones first; each line opens on its statement, tolerance,
+    alternative and parameters."""
     if not checks:
         return "No chapter has been run yet: run `python -m ntkbook build`.\n"
-    n_fail = sum(not c["passed"] for c in checks)
+    failed = [c for c in checks if not c["passed"]]
+    powerless = sum(bool(c.get("powerless")) for c in checks)
     head = (
-        f"**{len(checks) - n_fail} of {len(checks)} checks pass"
-        + (f"; {n_fail} FAIL" if n_fail else "")
+        f"**{len(checks) - len(failed)} of {len(checks)} checks pass"
+        + (f"; {len(failed)} FAIL" if failed else "")
+        + (
+            f" ({powerless} powerless: they would pass under their alternative)"
+            if powerless
+            else ""
+        )
         + ".**\n\n"
     )
-    rows = [
-        "| chapter | check | paper, statement | measured | predicted | tolerance | result | profile, parameters |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    parts = [head]
+    if failed:
+        parts += ["## Failing checks\n\n"] + [_check_block(c) for c in failed]
+    chapters: dict[str, list[dict[str, Any]]] = {}
     for c in checks:
-        op = {"within": "≈", "at_most": "≤", "at_least": "≥"}[c.get("comparison", "within")]
-        unc = value(c, "uncertainty")
-        meas = value(c, "measured") + ("" if unc == "—" else f" ± {unc}")
-        params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
-        doc = f"book/chapters/{c['chapter']}/{c['chapter']}"
-        rows.append(
-            f"| {{doc}}`{c['chapter']} </{doc}>` | {_cell(c['name'])} | {{cite:t}}`{c['paper']}`, "
-            f"{_cell(c['theorem'])} | {meas} | {op} {value(c, 'predicted')} | {value(c, 'tolerance')} "
-            f"| {'✅ pass' if c['passed'] else '❌ **FAIL**'} | {c['profile']}: {_cell(params)} |"
-        )
-    why = ["", "**Why each tolerance:**", ""]
-    why += [f"- *{_cell(c['name'])}*: {_cell(c['why'])}" for c in checks]
-    return head + "\n".join(rows) + "\n" + "\n".join(why) + "\n"
+        chapters.setdefault(c["chapter"], []).append(c)
+    for chapter, cs in chapters.items():
+        n_pass = sum(c["passed"] for c in cs)
+        doc = f"/book/chapters/{chapter}/{chapter}"
+        parts.append(f"## {{doc}}`{chapter} <{doc}>`: {n_pass} of {len(cs)} pass\n\n")
+        parts += [_check_block(c) for c in cs]
+    return "".join(parts)
 
 
 def runs_markdown(runs: list[dict[str, Any]]) -> str:
@@ -107,8 +142,18 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_dashboard(project: Project) -> list[dict[str, Any]]:
+    """Write the generated pages (dashboard, runs, claims ledger, performance); return the
+    checks. A ledger that names a missing or failing check raises: the build fails."""
     checks = collect_checks(project)
     _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
+    claims = ledger.load(project.root / "book" / "ledger.yml")
+    _write(project.generated / "ledger_table.md", ledger.markdown(claims, checks))
+    wrong = ledger.problems(claims, checks)
+    if wrong:
+        raise RuntimeError(
+            "the claims ledger (book/ledger.yml) disagrees with the checks:\n  "
+            + "\n  ".join(wrong)
+        )
     _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
     write_page(latest_report(project.root), project.generated)
     return checks

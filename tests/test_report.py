@@ -8,8 +8,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from ntkbook import check, save_figure  # noqa: E402
+from ntkbook.numbers import comparison_text, with_error  # noqa: E402
+from ntkbook.record import Alternative  # noqa: E402
+from ntkbook.site import dashboard_markdown  # noqa: E402
 
 BASE = dict(paper="jacot2018ntk", theorem="Thm. 1", why="test")
+FAR = (1e6, "far away")  # an alternative every finite measurement here rules out
 
 
 @pytest.mark.parametrize(
@@ -17,28 +21,124 @@ BASE = dict(paper="jacot2018ntk", theorem="Thm. 1", why="test")
     [
         (1.0, 1.05, 0.1, "within", True),
         (1.0, 1.2, 0.1, "within", False),
-        (0.9, 1.0, 0.0, "at_most", True),
+        (0.9, 1.0, 0.01, "at_most", True),
         (1.2, 1.0, 0.1, "at_most", False),
-        (1.2, 1.0, 0.0, "at_least", True),
+        (1.2, 1.0, 0.01, "at_least", True),
         (float("nan"), 1.0, 1e9, "within", False),
         (float("inf"), 1.0, 1e9, "at_least", False),
         (1.0, float("nan"), 1.0, "within", False),
-        (1.0, 1.0, float("nan"), "within", False),
-        (1.0, 1.0, -1.0, "within", False),
     ],
 )
 def test_check_outcomes(measured, predicted, tol, comparison, passed, capsys):
     rec = check(
-        "c", measured=measured, predicted=predicted, tolerance=tol, comparison=comparison, **BASE
+        "c",
+        measured=measured,
+        predicted=predicted,
+        tolerance=tol,
+        comparison=comparison,
+        alternative=(-1e7, "far below") if comparison == "at_most" else (1e7, "far above"),
+        **BASE,
     )
     assert rec["passed"] is passed
     assert ("[PASS]" if passed else "[FAIL]") in capsys.readouterr().out
     json.dumps(rec)  # records are JSON-serialisable
 
 
+def test_a_check_that_passes_under_its_alternative_is_powerless():
+    weak = check(
+        "c",
+        measured=0.52,
+        predicted=0.5,
+        tolerance=0.3,
+        alternative=(0.7, "another exponent"),
+        **BASE,
+    )
+    assert weak["powerless"] and not weak["rules_out"] and not weak["passed"]
+    strong = check(
+        "c",
+        measured=0.52,
+        predicted=0.5,
+        tolerance=0.05,
+        alternative=(0.7, "another exponent"),
+        **BASE,
+    )
+    assert strong["rules_out"] and strong["passed"] and not strong["powerless"]
+    # the alternative's own statistic (a z-score against its value) is used when given
+    z = check(
+        "c",
+        measured=1.1,
+        predicted=0.0,
+        tolerance=3.0,
+        comparison="at_most",
+        alternative=Alternative(0.0, "infinite width", measured=9.4),
+        **BASE,
+    )
+    assert z["passed"] and z["alternative"]["measured"] == 9.4
+    # a bound: an alternative that also satisfies the bound makes the check powerless
+    bound = check(
+        "c",
+        measured=0.1,
+        predicted=1.0,
+        tolerance=0.01,
+        comparison="at_most",
+        alternative=(0.0, "no effect", 0.005),
+        **BASE,
+    )
+    assert bound["powerless"]
+
+
+def test_tolerance_must_be_positive_unless_exact():
+    for tol in (-1.0, float("nan"), float("inf")):
+        rec = check("c", measured=1.0, predicted=1.0, tolerance=tol, alternative=FAR, **BASE)
+        assert not rec["passed"] and not rec["tolerance_ok"], tol
+    zero = check("c", measured=1.0, predicted=1.0, tolerance=0.0, alternative=FAR, **BASE)
+    assert not zero["tolerance_ok"]  # recorded, and refused by tests/test_check_standard.py
+    rec = check(
+        "c",
+        measured=1.0,
+        predicted=1.0,
+        tolerance=0.0,
+        alternative=FAR,
+        exact="integer counts",
+        **BASE,
+    )
+    assert rec["passed"] and rec["tolerance_ok"] and rec["exact"] == "integer counts"
+    with pytest.raises(ValueError, match="alternative"):
+        check("c", measured=1.0, predicted=1.0, tolerance=0.1, alternative=(2.0, " "), **BASE)
+    with pytest.raises(ValueError, match="source"):
+        check(
+            "c", measured=1.0, predicted=1.0, tolerance=0.1, alternative=FAR, source="mine", **BASE
+        )
+
+
 def test_nan_uncertainty_fails():
-    rec = check("c", measured=1.0, predicted=1.0, tolerance=1.0, uncertainty=math.nan, **BASE)
+    rec = check(
+        "c",
+        measured=1.0,
+        predicted=1.0,
+        tolerance=1.0,
+        uncertainty=math.nan,
+        alternative=FAR,
+        **BASE,
+    )
     assert rec["passed"] is False
+
+
+def test_numbers_carry_the_digits_their_error_supports():
+    assert with_error(3.82024, 0.0831406) == "3.820 ± 0.083"
+    assert with_error(-0.5123, 0.0213) == "-0.512 ± 0.021"
+    assert with_error(1234.5, 56.0) == "1234 ± 56"
+    assert with_error(2.5, None) == "2.5"
+    rec = check(
+        "z",
+        measured=2.69,
+        predicted=0.0,
+        tolerance=3.88,
+        comparison="at_most",
+        alternative=FAR,
+        **BASE,
+    )
+    assert comparison_text(rec) == "2.69 ≤ 3.88"
 
 
 def test_save_figure_writes_files_and_provenance(tmp_path, monkeypatch):
@@ -61,9 +161,30 @@ def test_save_figure_writes_files_and_provenance(tmp_path, monkeypatch):
         save_figure(fig, "../escape")
 
 
-def test_dashboard_shows_non_finite_values_as_failures():
-    from ntkbook.site import dashboard_markdown
-
-    rec = check("c", measured=float("nan"), predicted=1.0, tolerance=0.1, uncertainty=0.2, **BASE)
-    page = dashboard_markdown([rec])
-    assert "| nan ± 0.2 |" in page and "FAIL" in page and "0 of 1 checks pass" in page
+def test_dashboard_lists_failures_first_with_their_alternative():
+    bad = check(
+        "bad",
+        measured=float("nan"),
+        predicted=1.0,
+        tolerance=0.1,
+        uncertainty=0.2,
+        alternative=FAR,
+        **BASE,
+    )
+    weak = check(
+        "weak",
+        measured=1.0,
+        predicted=1.0,
+        tolerance=0.5,
+        alternative=(1.2, "a skeptic's value"),
+        **BASE,
+    )
+    good = check(
+        "good", measured=1.0, predicted=1.0, tolerance=0.1, alternative=(2.0, "twice"), **BASE
+    )
+    page = dashboard_markdown([good, bad, weak])
+    assert "1 of 3 checks pass; 2 FAIL (1 powerless" in page
+    fail_part = page.split("## Failing checks")[1].split("\n## ")[0]
+    assert "bad" in fail_part and "weak" in fail_part and "good" not in fail_part
+    assert "nan" in page and "❌ powerless" in page and "rules out *twice*" in page
+    assert "**would also pass under** *a skeptic's value*" in page

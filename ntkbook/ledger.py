@@ -1,0 +1,117 @@
+"""The claims ledger: every numbered result of each paper, and whether the book checks it.
+
+``book/ledger.yml`` lists, per paper (a bibtex key), the version read and one row per numbered
+result (theorem, proposition, lemma, corollary) and per claim of the abstract::
+
+    hanin2020finite:
+      version: arXiv:1909.05989v1 (LaTeX source)
+      results:
+        - result: Theorem 1
+          claim: E[K] and E[K^2]/E[K]^2 = exp(5 beta) (1 + O(...))
+          status: checked            # checked | special-case | derived | not-checked
+          checks: ["finite_width: one ReLU layer: E[xi^2] = 1 + 5/n"]
+          case: ...                  # special-case: which case
+          why: ...                   # not-checked: why not
+
+A *checked*, *special-case* or *derived* row names its checks as ``"chapter: check name"``;
+:func:`problems` reports a named check that is missing or does not pass, which fails the
+build. :func:`markdown` renders the "What is checked" page, a table per paper.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STATUSES = {
+    "checked": "checked",
+    "special-case": "checked in a special case",
+    "derived": "derived here",
+    "not-checked": "not checked",
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The ledger file as ``{paper: {"version": str, "results": [row, ...]}}``."""
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _key(check: dict[str, Any]) -> str:
+    return f"{check['chapter']}: {check['name']}"
+
+
+def problems(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> list[str]:
+    """Every way the ledger disagrees with the recorded checks (empty when it is sound)."""
+    by_key = {_key(c): c for c in checks}
+    out = []
+    for paper, entry in ledger.items():
+        if not entry.get("version"):
+            out.append(f"{paper}: no version of the paper named")
+        for row in entry.get("results", []):
+            where = f"{paper}, {row.get('result', '?')}"
+            status = row.get("status")
+            if status not in STATUSES:
+                out.append(f"{where}: status {status!r} is not one of {', '.join(STATUSES)}")
+                continue
+            if status == "not-checked":
+                if not row.get("why"):
+                    out.append(f"{where}: a row not checked says why")
+                continue
+            if status == "special-case" and not row.get("case"):
+                out.append(f"{where}: a special case says which")
+            if not row.get("checks"):
+                out.append(f"{where}: a {status} row names its checks")
+            for name in row.get("checks", []):
+                c = by_key.get(name)
+                if c is None:
+                    out.append(f"{where}: check {name!r} is not recorded")
+                elif not c["passed"]:
+                    out.append(f"{where}: check {name!r} does not pass")
+    return out
+
+
+def _cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> str:
+    """The "What is checked" tables, one per paper, each check linked to its chapter."""
+    if not ledger:
+        return "No claims ledger (`book/ledger.yml`).\n"
+    by_key = {_key(c): c for c in checks}
+    parts = []
+    for paper, entry in ledger.items():
+        rows = entry.get("results", [])
+        counts = {s: sum(r.get("status") == s for r in rows) for s in STATUSES}
+        summary = ", ".join(f"{n} {STATUSES[s]}" for s, n in counts.items() if n)
+        parts += [
+            f"## {{cite:t}}`{paper}`",
+            "",
+            f"Version read: {entry.get('version', '—')}. {len(rows)} results: {summary}.",
+            "",
+            "| result | claim | status | checks, or why not |",
+            "|---|---|---|---|",
+        ]
+        for r in rows:
+            status = r.get("status", "")
+            detail = []
+            if r.get("case"):
+                detail.append(f"case: {r['case']}")
+            for name in r.get("checks", []):
+                c = by_key.get(name)
+                mark = "✅" if c and c["passed"] else "❌"
+                chapter, _, check_name = name.partition(": ")
+                doc = f"/book/chapters/{chapter}/{chapter}"
+                detail.append(f"{mark} {{doc}}`{chapter} <{doc}>`: {_cell(check_name)}")
+            if r.get("why"):
+                detail.append(_cell(r["why"]))
+            parts.append(
+                f"| {_cell(r.get('result', ''))} | {_cell(r.get('claim', ''))} "
+                f"| {STATUSES.get(status, status)} | {'<br>'.join(detail)} |"
+            )
+        parts.append("")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,47 @@
+"""Numbers as a reader should see them: with the digits their uncertainty supports."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def sig(v: float | None, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits (default 3); ``—`` for ``None``."""
+    if v is None:
+        return "—"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+def with_error(v: float | None, err: float | None) -> str:
+    """``v ± err`` rounded at the error's second significant digit (``3.82 ± 0.08``, not
+    ``3.82024 ± 0.0831406``); without an error, three significant digits."""
+    if v is None or err is None or not (math.isfinite(err) and err > 0) or not math.isfinite(v):
+        return sig(v)
+    place = math.floor(math.log10(err)) - 1  # the error's second significant digit
+    decimals = max(0, -place)
+    return f"{round(v, -place):.{decimals}f} ± {round(err, -place):.{decimals}f}"
+
+
+def comparison_text(c: dict[str, Any]) -> str:
+    """A check's comparison in words, with the digits its uncertainty supports."""
+    num = {k: number(c, k) for k in ("measured", "predicted", "tolerance", "uncertainty")}
+    meas = with_error(num["measured"], num["uncertainty"])
+    p, t = num["predicted"], num["tolerance"]
+    cmp = c.get("comparison", "within")
+    if cmp == "within":
+        return f"{meas}, predicted {sig(p)}, within {sig(t, 2)}"
+    if cmp == "at_most":
+        bound = None if p is None or t is None else p + t
+        return f"{meas} ≤ {sig(bound)}" + ("" if not p else f" (= {sig(p)} + {sig(t, 2)})")
+    bound = None if p is None or t is None else p - t
+    return f"{meas} ≥ {sig(bound)}" + ("" if not p else f" (= {sig(p)} − {sig(t, 2)})")
+
+
+def number(c: dict[str, Any], key: str) -> float | None:
+    """A check record's number (a non-finite one is stored as text in ``nonfinite``)."""
+    if key in c.get("nonfinite", {}):
+        return float(c["nonfinite"][key])
+    return c.get(key)
