@@ -1,7 +1,7 @@
 """The claims ledger: every numbered result of each paper, and whether the book checks it.
 
-``book/ledger.yml`` lists, per paper (a bibtex key), the version read and one row per numbered
-result (theorem, proposition, lemma, corollary) and per claim of the abstract::
+``book/ledger/<bibtex key>.yml`` (one file per paper) gives the version read and one row per
+numbered result (theorem, proposition, lemma, corollary) and per claim of the abstract::
 
     hanin2020finite:
       version: arXiv:1909.05989v1 (LaTeX source)
@@ -33,11 +33,16 @@ STATUSES = {
 }
 
 
-def load(path: Path) -> dict[str, Any]:
-    """The ledger file as ``{paper: {"version": str, "results": [row, ...]}}``."""
-    if not path.exists():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+def load(folder: Path) -> dict[str, Any]:
+    """Every ``*.yml`` of ``folder`` merged, in file-name order, as ``{paper: {"version": str,
+    "results": [row, ...]}}``; a paper defined in two files is an error."""
+    out: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.yml")) if folder.is_dir() else []:
+        for paper, entry in (yaml.safe_load(path.read_text()) or {}).items():
+            if paper in out:
+                raise ValueError(f"{path.name}: paper {paper!r} is already in the ledger")
+            out[paper] = entry
+    return out
 
 
 def _key(check: dict[str, Any]) -> str:
@@ -81,7 +86,7 @@ def _cell(s: Any) -> str:
 def markdown(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     """The "What is checked" tables, one per paper, each check linked to its chapter."""
     if not ledger:
-        return "No claims ledger (`book/ledger.yml`).\n"
+        return "No claims ledger (`book/ledger/*.yml`).\n"
     by_key = {_key(c): c for c in checks}
     parts = []
     for paper, entry in ledger.items():

@@ -146,12 +146,12 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     checks. A ledger that names a missing or failing check raises: the build fails."""
     checks = collect_checks(project)
     _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
-    claims = ledger.load(project.root / "book" / "ledger.yml")
+    claims = ledger.load(project.root / "book" / "ledger")
     _write(project.generated / "ledger_table.md", ledger.markdown(claims, checks))
     wrong = ledger.problems(claims, checks)
     if wrong:
         raise RuntimeError(
-            "the claims ledger (book/ledger.yml) disagrees with the checks:\n  "
+            "the claims ledger (book/ledger/) disagrees with the checks:\n  "
             + "\n  ".join(wrong)
         )
     _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
