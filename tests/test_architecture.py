@@ -149,6 +149,8 @@ def _documented_objects():
                 continue
             if not (inspect.isfunction(obj) or inspect.isclass(obj) or hasattr(obj, "__wrapped__")):
                 continue
+            if inspect.isclass(obj) and issubclass(obj, Warning | Exception):
+                continue  # a warning or error class: documented by its docstring alone
             qual = f"ntklib.{mod_name}.{name}"
             yield qual, obj, inspect.signature(obj).parameters, inspect.getdoc(obj) or ""
             if inspect.isclass(obj):
