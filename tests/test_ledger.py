@@ -1,0 +1,56 @@
+"""The claims ledger: its rows name checks that exist and pass, or say why not."""
+
+from pathlib import Path
+
+import pytest
+
+from ntkbook import ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"chapter": "c", "name": "good", "passed": True}
+BAD = {"chapter": "c", "name": "bad", "passed": False}
+
+
+def _paper(*rows):
+    return {"p": {"version": "v1", "results": list(rows)}}
+
+
+def test_sound_ledger_has_no_problems():
+    rows = [
+        {"result": "Thm 1", "status": "checked", "checks": ["c: good"]},
+        {"result": "Thm 2", "status": "special-case", "case": "d = 2", "checks": ["c: good"]},
+        {"result": "Lemma 1", "status": "not-checked", "why": "a proof device"},
+    ]
+    assert ledger.problems(_paper(*rows), [GOOD]) == []
+    page = ledger.markdown(_paper(*rows), [GOOD])
+    assert "3 results: 1 checked, 1 checked in a special case, 1 not checked" in page
+    assert "✅ {doc}`c </book/chapters/c/c>`: good" in page and "a proof device" in page
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"result": "T", "status": "checked", "checks": ["c: missing"]}, "is not recorded"),
+        ({"result": "T", "status": "checked", "checks": ["c: bad"]}, "does not pass"),
+        ({"result": "T", "status": "checked"}, "names its checks"),
+        ({"result": "T", "status": "special-case", "checks": ["c: good"]}, "says which"),
+        ({"result": "T", "status": "not-checked"}, "says why"),
+        ({"result": "T", "status": "maybe"}, "is not one of"),
+    ],
+)
+def test_unsound_rows_are_reported(row, message):
+    found = ledger.problems(_paper(row), [GOOD, BAD])
+    assert len(found) == 1 and message in found[0], found
+
+
+def test_the_book_ledger_is_well_formed(tmp_path):
+    claims = ledger.load(ROOT / "book" / "ledger")
+    assert "jacot2018ntk" in claims
+    for paper, entry in claims.items():
+        assert entry.get("version"), paper
+        for row in entry["results"]:
+            assert row.get("status") in ledger.STATUSES, (paper, row)
+    (tmp_path / "a.yml").write_text("p: {version: v1, results: []}\n")
+    (tmp_path / "b.yml").write_text("p: {version: v2, results: []}\n")
+    with pytest.raises(ValueError, match="already in the ledger"):
+        ledger.load(tmp_path)
