@@ -5,7 +5,6 @@ Prints one JSON record per line and saves each result array to OUTDIR for the ag
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -26,10 +25,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import workloads as W  # noqa: E402
 
 
-def emit(**rec):
-    print(json.dumps(rec), flush=True)
-
-
 def params_from(depth, width, dtype):
     return [(jnp.asarray(w.T), jnp.asarray(b)) for w, b in W.weights(depth, width, dtype)]
 
@@ -41,7 +36,7 @@ def matmul_rate(n: int) -> dict[str, float]:
         f = jax.jit(lambda a: a @ a)
         _, t = W.timeit(lambda: f(a).block_until_ready())
         out[dt] = 2.0 * n**3 / t
-        emit(
+        W.emit(
             bench="matmul",
             workload=f"{n}x{n} {dt}",
             impl="jnp.matmul",
@@ -64,7 +59,7 @@ def bench_gram(size, outdir, rates):
             W.result_file(outdir, "gram", wl, "ntklib"), np.asarray(nl.ntk_gram(net, params, x))
         )
         flops = W.gram_flops(depth, width, batch)
-        emit(
+        W.emit(
             bench="gram",
             workload=label,
             params=list(wl),
@@ -76,18 +71,14 @@ def bench_gram(size, outdir, rates):
         )
         jac_bytes = batch * W.n_params(depth, width) * np.dtype(dt).itemsize
         if jac_bytes <= W.JACOBIAN_BYTES_LIMIT and not W.over_budget(timed, "jacobian", wl):
-            first, t = W.timeit(
+            t = W.emit_timed(
                 lambda: nl.ntk(net, params, x, implementation="jacobian").block_until_ready(),
                 repeats=1,
-            )
-            timed.setdefault("jacobian", []).append((wl, t))
-            emit(
                 bench="gram",
                 workload=label,
                 impl="ntklib jacobian",
-                seconds=t,
-                compile_seconds=first - t,
             )
+            timed.setdefault("jacobian", []).append((wl, t))
 
 
 def bench_kernel(size, outdir):
@@ -100,21 +91,19 @@ def bench_kernel(size, outdir):
                 xb, depth=depth, activation=act, w_std=W.W_STD, b_std=W.B_STD
             ).ntk.block_until_ready()
 
-        first, t = W.timeit(run)
-        np.save(W.result_file(outdir, "kernel", wl, "ntklib"), np.asarray(run()))
-        emit(
+        W.emit_timed(
+            run,
             bench="kernel",
             workload=W.label("kernel", wl),
             params=list(wl),
             impl="ntklib kernels",
-            seconds=t,
-            compile_seconds=first - t,
         )
+        np.save(W.result_file(outdir, "kernel", wl, "ntklib"), np.asarray(run()))
         # A floor for any recursion of this kind: one inverse trigonometric function per kernel
         # entry (the packed upper triangle) and layer, and nothing else.
         entries = batch * (batch + 1) // 2
         _, t_floor = W.timeit(lambda: atan2_floor(entries, depth).block_until_ready())
-        emit(
+        W.emit(
             bench="kernel-floor",
             workload=W.label("kernel", wl),
             impl="one ntklib.trig.atan2 per entry and layer",
@@ -153,21 +142,20 @@ def bench_mc(size, outdir):
             ),
             ("ntklib vmap (sharded)", lambda: ntk_diagonal_mc(net, key, n, x, chunk=1024)),
         ):
-            first, t = W.timeit(fn, repeats=2)
-            emit(
+            W.emit_timed(
+                fn,
+                repeats=2,
+                rate={"networks_per_s": n},
                 bench="mc",
                 workload=label,
                 impl=impl,
-                seconds=t,
-                compile_seconds=first - t,
-                networks_per_s=n / t,
             )
         one = jax.jit(lambda k: nl.ntk_diagonal(net, nl.init(net, k, x.dtype), x))
         keys = jax.random.split(key, n)
         m = min(n, 256)  # the loop is timed on a subset and scaled
         one(keys[0]).block_until_ready()
         first, t = W.timeit(lambda: [one(k).block_until_ready() for k in keys[:m]], repeats=1)
-        emit(
+        W.emit(
             bench="mc",
             workload=label,
             impl="per-network loop",
@@ -190,27 +178,26 @@ def bench_k3(size, outdir):
             mem = fn.lower(net, params, x).compile().memory_analysis()
             peak = None if mem is None else int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
             if peak is not None and peak > 0.5 * (available_memory() or 8e9):
-                emit(
+                W.emit(
                     bench="k3",
                     workload=label,
                     impl=impl,
                     skipped=f"needs {peak / 1e9:.1f} GB, over half of this machine's free memory",
                 )
                 continue
-            first, t = W.timeit(lambda fn=fn: fn(net, params, x).block_until_ready(), repeats=2)
-            res[impl] = np.asarray(fn(net, params, x))
-            emit(
+            W.emit_timed(
+                lambda fn=fn: fn(net, params, x).block_until_ready(),
+                repeats=2,
                 bench="k3",
                 workload=label,
                 impl=impl,
-                seconds=t,
-                compile_seconds=first - t,
                 peak_bytes=peak,
             )
+            res[impl] = np.asarray(fn(net, params, x))
         if len(res) < 2:
             continue
         a, b = res.values()
-        emit(
+        W.emit(
             bench="k3-agreement",
             workload=label,
             impl="max rel diff",
@@ -239,24 +226,22 @@ def bench_accuracy(size, outdir):
                     xb, depth=depth, activation=act, w_std=W.W_STD, b_std=W.B_STD, method=method
                 ).ntk.block_until_ready()
 
-            first, t = W.timeit(run, repeats=2)
             entries = batch * (batch + 1) // 2
-            emit(
+            W.emit_timed(
+                run,
+                repeats=2,
+                per={"seconds_per_layer": depth, "seconds_per_entry_layer": depth * entries},
                 bench="accuracy",
                 workload=W.accuracy_label(act),
                 impl=impl,
                 activation=act,
-                seconds=t,
-                compile_seconds=first - t,
                 timing=f"depth {depth}, batch {batch} ({entries} entries)",
-                seconds_per_layer=t / depth,
-                seconds_per_entry_layer=t / depth / entries,
             )
 
 
 def main():
     size, outdir = sys.argv[1], Path(sys.argv[2])
-    emit(
+    W.emit(
         bench="env",
         workload="ntklib",
         impl=f"jax {jax.__version__}",

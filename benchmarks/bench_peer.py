@@ -4,7 +4,6 @@ JAX 0.4.23): ``python benchmarks/bench_peer.py SIZE OUTDIR``. Never imports ntkl
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,10 +24,6 @@ IMPLS = {
     "nt ntk-vector products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
     "nt structured derivatives": nt.NtkImplementation.STRUCTURED_DERIVATIVES,
 }
-
-
-def emit(**rec):
-    print(json.dumps(rec), flush=True)
 
 
 def mlp(depth, width):
@@ -62,7 +57,7 @@ def bench_gram(size, outdir):
             ):
                 skip = f"Jacobian of {jac_bytes / 1e9:.1f} GB"
             if skip:
-                emit(bench="gram", workload=label, impl=name, skipped=skip)
+                W.emit(bench="gram", workload=label, impl=name, skipped=skip)
                 continue
             f = jax.jit(
                 nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=impl)
@@ -74,7 +69,7 @@ def bench_gram(size, outdir):
                 W.result_file(outdir, "gram", wl, tag),
                 np.asarray(f(x, None, params)).reshape(batch, batch),
             )
-            emit(bench="gram", workload=label, impl=name, seconds=t, compile_seconds=first - t)
+            W.emit(bench="gram", workload=label, impl=name, seconds=t, compile_seconds=first - t)
 
 
 def bench_kernel(size, outdir):
@@ -87,15 +82,13 @@ def bench_kernel(size, outdir):
         _, _, kernel_fn = stax.serial(body, stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD))
         kfn = jax.jit(kernel_fn, static_argnames="get")
         xb = jnp.asarray(W.inputs(batch, "float64"))
-        first, t = W.timeit(lambda kfn=kfn, xb=xb: kfn(xb, None, get="ntk").block_until_ready())
-        np.save(W.result_file(outdir, "kernel", wl, "nt"), np.asarray(kfn(xb, None, get="ntk")))
-        emit(
+        W.emit_timed(
+            lambda kfn=kfn, xb=xb: kfn(xb, None, get="ntk").block_until_ready(),
             bench="kernel",
             workload=W.label("kernel", wl),
             impl="nt stax kernel_fn (repeat)",
-            seconds=t,
-            compile_seconds=first - t,
         )
+        np.save(W.result_file(outdir, "kernel", wl, "nt"), np.asarray(kfn(xb, None, get="ntk")))
 
 
 def bench_mc(size, outdir):
@@ -123,14 +116,13 @@ def bench_mc(size, outdir):
         keys = jax.random.split(jax.random.PRNGKey(0), n)
         chunk = 1024
         run = lambda: [f(keys[i : i + chunk]).block_until_ready() for i in range(0, n, chunk)]  # noqa: E731
-        first, t = W.timeit(run, repeats=2)
-        emit(
+        W.emit_timed(
+            run,
+            repeats=2,
+            rate={"networks_per_s": n},
             bench="mc",
             workload=W.label("mc", wl),
             impl="nt empirical NTK in vmap",
-            seconds=t,
-            compile_seconds=first - t,
-            networks_per_s=n / t,
         )
 
 
@@ -150,12 +142,12 @@ def bench_accuracy(size, outdir):
         _, _, kernel_fn = stax.serial(dense, nonlin, dense)
         k = np.asarray(kernel_fn(x, None, get="ntk"))
         np.save(W.result_file(outdir, "accuracy", (act,), "nt"), k)
-        emit(bench="accuracy", workload=W.accuracy_label(act), impl=impl, activation=act)
+        W.emit(bench="accuracy", workload=W.accuracy_label(act), impl=impl, activation=act)
 
 
 def main():
     size, outdir = sys.argv[1], Path(sys.argv[2])
-    emit(
+    W.emit(
         bench="env",
         workload="peer",
         impl=f"neural-tangents {nt.__version__}, jax {jax.__version__}",

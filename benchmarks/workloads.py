@@ -7,7 +7,9 @@ neural-tangents compute on the same numbers and their results can be compared.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +163,30 @@ def timeit(fn, repeats: int = 3) -> tuple[float, float]:
         fn()
         best = min(best, time.perf_counter() - t0)
     return first, best
+
+
+def emit(**record) -> None:
+    """Print one benchmark record as a JSON line (what ``run.py`` collects from each side)."""
+    print(json.dumps(record), flush=True)
+
+
+def emit_timed(
+    fn: Callable[[], object],
+    repeats: int = 3,
+    *,
+    rate: dict[str, float] | None = None,
+    per: dict[str, float] | None = None,
+    **record,
+) -> float:
+    """Time ``fn()`` (:func:`timeit`) and :func:`emit` ``record`` with ``seconds`` (best steady
+    state) and ``compile_seconds`` (first call minus that); each ``name: v`` of ``rate`` adds
+    ``name = v / seconds`` (a throughput), each of ``per`` adds ``name = seconds / v``.
+    Returns the seconds."""
+    first, t = timeit(fn, repeats)
+    derived = {k: v / t for k, v in (rate or {}).items()}
+    derived |= {k: t / v for k, v in (per or {}).items()}
+    emit(**record, seconds=t, compile_seconds=first - t, **derived)
+    return t
 
 
 def exact_diagonal(act: str, depth: int, x: np.ndarray) -> np.ndarray:

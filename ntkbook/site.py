@@ -151,8 +151,7 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     wrong = ledger.problems(claims, checks)
     if wrong:
         raise RuntimeError(
-            "the claims ledger (book/ledger/) disagrees with the checks:\n  "
-            + "\n  ".join(wrong)
+            "the claims ledger (book/ledger/) disagrees with the checks:\n  " + "\n  ".join(wrong)
         )
     _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
     write_page(latest_report(project.root), project.generated)
