@@ -11,9 +11,11 @@ Closed forms (Cho & Saul 2009 arc-cosine kernels; Williams 1997 for erf):
 * erf:   V = (2/pi) arcsin(2 s12 / sqrt((1 + 2 q1)(1 + 2 q2))),
          Vd = (4/pi) / sqrt((1 + 2 q1)(1 + 2 q2) - 4 s12^2);
 
-with :mod:`ntklib.trig`'s vectorizing ``atan2``/``arcsin`` (XLA's call the scalar C library
-on the CPU, which made them most of the cost of a deep recursion);
 * identity: V = s12, Vd = 1.
+
+The arcsin is computed as an atan2 too, and both use :mod:`ntklib.trig`'s vectorizing
+``atan2`` (XLA's calls the scalar C library on the CPU, which made it most of the cost of a
+deep recursion).
 
 Any other activation (``method="auto"``) uses :class:`GaussKronrodMap`: the expectation is
 written as ``E_u[phi(u) E[phi(v) | u]]`` with ``v | u ~ N(s12 u / q1, q2 (1 - c^2))``, and
@@ -51,6 +53,22 @@ def _corr(s12, q1, q2):
 
 
 def relu_map(s12, q1, q2):
+    """ReLU kernel map in closed form (Cho & Saul 2009, the degree-1 arc-cosine kernel).
+
+        V = (sqrt(q1 q2 - s12^2) + (pi - t) s12) / (2 pi),    Vd = (pi - t) / (2 pi),
+
+    with ``t = atan2(sqrt(q1 q2 - s12^2), s12)``, the angle ``arccos(c)`` of the module
+    docstring: on the diagonal ``s12 = q1 = q2 = q`` it is exactly 0, so ``V = q / 2`` and
+    ``Vd = 1/2`` to the last bit.
+
+    Arguments:
+        s12: the covariance ``E[u v]``, an array.
+        q1: the variance ``E[u^2]`` (``>= 0``), an array broadcastable with ``s12``.
+        q2: the variance ``E[v^2]`` (``>= 0``), likewise.
+
+    Returns:
+        ``(V, Vd)``, each of the broadcast shape.
+    """
     # t = angle between the two inputs, from atan2 rather than arccos(c): at s12 = q1 = q2
     # (the diagonal) it is exactly 0, so V = q / 2 and Vd = 1/2 hold to the last bit, and
     # V = (sqrt(q1 q2 - s12^2) + (pi - t) s12) / (2 pi) avoids dividing by sqrt(q1 q2).
@@ -63,6 +81,22 @@ def relu_map(s12, q1, q2):
 
 
 def erf_map(s12, q1, q2):
+    """erf kernel map in closed form (Williams 1997).
+
+        V  = (2/pi) arcsin(2 s12 / sqrt(d)),    Vd = (4/pi) / sqrt(d - 4 s12^2),
+        d  = (1 + 2 q1)(1 + 2 q2),
+
+    with the arcsin taken as ``atan2(2 s12, sqrt(d - 4 s12^2))`` and ``d - 4 s12^2`` summed
+    from non-negative terms (no cancellation at large ``q`` and correlation near 1).
+
+    Arguments:
+        s12: the covariance ``E[u v]``, an array.
+        q1: the variance ``E[u^2]`` (``>= 0``), an array broadcastable with ``s12``.
+        q2: the variance ``E[v^2]`` (``>= 0``), likewise.
+
+    Returns:
+        ``(V, Vd)``, each of the broadcast shape.
+    """
     # V = (2/pi) atan2(2 s12, sqrt(d - 4 s12^2)) with d = (1 + 2 q1)(1 + 2 q2): the square
     # root is Vd's, and d - 4 s12^2 = 1 + 2 (q1 + q2) + 4 (r - s12)(r + s12), r = sqrt(q1 q2),
     # is a sum of non-negative terms (no cancellation when q is large and c near 1).
@@ -72,15 +106,37 @@ def erf_map(s12, q1, q2):
 
 
 def identity_map(s12, q1, q2):
+    """Kernel map of the identity activation: ``V = s12``, ``Vd = 1``.
+
+    Arguments:
+        s12: the covariance ``E[u v]``, an array; returned as is.
+        q1: the variance ``E[u^2]`` (unused but for the shape of ``Vd``).
+        q2: the variance ``E[v^2]``, likewise.
+
+    Returns:
+        ``(s12, ones)``, ``ones`` of the shape of ``s12 + q1 + q2``.
+    """
     return s12, jnp.ones_like(s12 + q1 + q2)
 
 
 def quadrature_map(activation: str, n_quad: int = 64) -> KernelMap:
-    """Gauss-Hermite kernel map for any activation in :mod:`ntklib.activations` (the previous
-    default; ``method="hermite"``): ``E[f(u) f(v)] ~ sum_ij w_i w_j f(u_ij) f(v_ij)`` on the
-    ``n_quad x n_quad`` tensor grid of probabilists' Hermite nodes, ``n_quad`` default 64,
-    ``2 n_quad^2`` activation evaluations per entry. Inaccurate once ``q`` is a few units (see
-    the module docstring); its weights overflow beyond about 300 nodes."""
+    """Gauss-Hermite kernel map for any activation (the previous default; ``method="hermite"``).
+
+    ``E[f(u) f(v)] ~ sum_ij w_i w_j f(u_ij) f(v_ij)`` for ``f = phi`` and ``f = phi'`` on the
+    ``n_quad x n_quad`` tensor grid of probabilists' Hermite nodes ``z_i``, with ``u_ij =
+    sqrt(q1) z_i``, ``v_ij = sqrt(q2) (c z_i + sqrt(1 - c^2) z_j)``: ``2 n_quad^2``
+    evaluations each of ``phi`` and ``phi'`` per entry. Inaccurate once ``q`` is a few units
+    (see the module docstring); kept for comparison.
+
+    Arguments:
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`); ``phi'`` is
+            taken by ``jax.grad``.
+        n_quad: Hermite nodes per dimension, default 64; NumPy's weights overflow beyond
+            about 300 nodes.
+
+    Returns:
+        The kernel map ``(s12, q1, q2) -> (V, Vd)``, arrays broadcast together.
+    """
     phi = get_activation(activation)
     dphi = jnp.vectorize(jax.grad(phi))
     z, w = np.polynomial.hermite_e.hermegauss(n_quad)
@@ -103,11 +159,18 @@ def quadrature_map(activation: str, n_quad: int = 64) -> KernelMap:
 def kronrod_rule(n: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``2n + 1``-point Gauss-Kronrod rule on [-1, 1] extending ``n``-point Gauss-Legendre.
 
-    Returns ``(x, w_kronrod, w_gauss)``: the sorted nodes, the Kronrod weights (exact for
-    polynomials of degree ``3n + 1``), and the Gauss weights on the same nodes (0 at the
-    ``n + 1`` Kronrod-only nodes). The new nodes are the roots of the Stieltjes polynomial
-    ``E_{n+1}`` (``int E P_n P_j = 0``, ``j <= n``), the weights solve ``sum_i w_i P_j(x_i) =
-    2 delta_j0``, ``j <= 2n``, both in the Legendre basis; ``n`` default 7 (QUADPACK's GK15).
+    The new nodes are the roots of the Stieltjes polynomial ``E_{n+1}`` (``int E P_n P_j =
+    0``, ``j <= n``), the weights solve ``sum_i w_i P_j(x_i) = 2 delta_j0``, ``j <= 2n``, both
+    in the Legendre basis.
+
+    Arguments:
+        n: the number of Gauss points, default 7 (QUADPACK's GK15).
+
+    Returns:
+        ``(x, w_kronrod, w_gauss)``, NumPy float64 arrays of length ``2n + 1``: the sorted
+        nodes, the Kronrod weights (exact for polynomials of degree ``3n + 1``, ``3n + 2`` for
+        odd ``n``), and the Gauss weights on the same nodes (0 at the ``n + 1`` Kronrod-only
+        nodes).
     """
     leg = np.polynomial.legendre
     xg, wg = leg.leggauss(n)
@@ -172,18 +235,35 @@ class GaussKronrodMap:
     f(m u)``. The embedded ``n``-point Gauss rule on the same nodes gives the second result of
     :meth:`pair`.
 
-    Cost per kernel entry and layer: ``N_outer x N_inner`` evaluations of ``(phi, phi')``,
-    ``N_outer = (n_uniform + 2 k_outer) (2n + 1)``, ``N_inner = (n_uniform + 2 k_inner) (2n +
-    1)``: 330 x 270 = 89,100 at the defaults (the Gauss-Hermite rule: 64 x 64 = 4,096), and
-    ``N_outer`` = 330 for :meth:`diag`. Accuracy measured against nested adaptive quadrature for tanh, GELU,
-    softplus, swish, ELU and ReLU, ``q`` in [0.01, 10^3], ``c`` in {-1, -0.999, 0, 0.5, 0.999,
-    1}: below 3e-14 of ``sqrt(V(q1) V(q2))``.
+    Cost per kernel entry and layer: ``N_outer (N_inner + 1)`` evaluations of
+    ``(phi, phi')`` (``phi(u)`` at the outer nodes, ``phi(v)`` at the inner nodes of each),
+    with ``N_outer = (n_uniform + 2 k_outer + 1) (2n + 1)`` and
+    ``N_inner = (n_uniform + 2 k_inner + 1) (2n + 1)`` (the break points are concatenated with
+    their duplicates, such as 0 and ``+-z_max``, which become zero-width panels evaluated with
+    weight 0): 345 x (285 + 1) = 98,670 at the defaults (the Gauss-Hermite rule: 2 x 64 x 64 =
+    8,192), and ``N_outer`` = 345 for :meth:`diag`. Accuracy measured against nested adaptive
+    quadrature for tanh, GELU, softplus, swish, ELU and ReLU, ``q`` in [0.01, 10^3], ``c`` in
+    {-1, -0.999, 0, 0.5, 0.999, 1}: below 3e-14 of ``sqrt(V(q1) V(q2))``.
 
-    Args: ``phi`` the activation (JAX-differentiable, elementwise); ``kink`` whether ``phi'``
-    may be non-smooth at 0 (default True); ``n`` Gauss points per panel (default 7: GK15);
-    ``z_max`` truncation (default 9.0); ``k_outer`` outer panels per side (default 8);
-    ``n_uniform`` (default 6) and ``k_inner`` (default 6) inner panels; ``h_floor`` the
-    smallest outer panel (default 1e-8: a kink smoothed over less costs under 1e-15).
+    Arguments:
+        phi: the activation, a JAX-differentiable elementwise function (``phi'`` by
+            ``jax.jvp``).
+        kink: whether ``phi'`` may be non-smooth at 0 (relu, elu), default ``True``: the outer
+            panels then also resolve the width ``tau / (|c| s2)`` of the smoothed kink.
+        n: Gauss points per panel, default 7 (GK15: 15 Kronrod points per panel).
+        z_max: truncation of both standard variables, default 9.0.
+        k_outer: graded outer panels on each side of 0, default 8.
+        n_uniform: equal panels on ``[-z_max, z_max]``, in both integrals, default 6.
+        k_inner: graded inner panels on each side of the kink ``y*``, default 6.
+        h_floor: the smallest outer panel, default 1e-8 (a kink smoothed over less costs
+            under 1e-15).
+
+    The arguments other than ``n`` are kept as attributes of the same names.
+
+    Attributes:
+        evaluations: ``((n_uniform + 2 k_outer) (2n + 1), (n_uniform + 2 k_inner) (2n + 1))``,
+            (330, 270) at the defaults: a nominal count of outer and inner nodes, one panel
+            per dimension short of the ``(N_outer, N_inner)`` actually evaluated (above).
     """
 
     def __init__(
@@ -262,15 +342,34 @@ class GaussKronrodMap:
         return out
 
     def __call__(self, s12, q1, q2):
-        """``(V, Vd)`` by the Kronrod rule."""
+        """``(V, Vd)`` by the Kronrod rule; ``s12, q1, q2`` arrays broadcast together."""
         return self._expect(s12, q1, q2, self._kronrod)[0]
 
     def pair(self, s12, q1, q2):
-        """``((V, Vd) Kronrod, (V, Vd) embedded Gauss)`` from the same activation evaluations."""
+        """``((V, Vd) Kronrod, (V, Vd) embedded Gauss)`` from the same activation evaluations.
+
+        Arguments:
+            s12: the covariance ``E[u v]``, an array.
+            q1: the variance ``E[u^2]`` (``>= 0``), an array broadcastable with ``s12``.
+            q2: the variance ``E[v^2]`` (``>= 0``), likewise.
+
+        Returns:
+            Two pairs ``(V, Vd)``, each array of the broadcast shape; their difference feeds
+            :func:`error_estimate`.
+        """
         return tuple(self._expect(s12, q1, q2, self._kronrod))
 
     def gauss(self, s12, q1, q2):
-        """``(V, Vd)`` by the ``n``-point Gauss rule alone (a quarter of the evaluations)."""
+        """``(V, Vd)`` by the ``n``-point Gauss rule alone on the same panels.
+
+        About a fifth of the evaluations of the Kronrod rule (``(n / (2n + 1))^2``:
+        161 x (133 + 1) at the defaults); up to rounding the second pair of :meth:`pair`.
+
+        Arguments:
+            s12: the covariance ``E[u v]``, an array.
+            q1: the variance ``E[u^2]`` (``>= 0``), an array broadcastable with ``s12``.
+            q2: the variance ``E[v^2]`` (``>= 0``), likewise.
+        """
         return self._expect(s12, q1, q2, self._gauss)[0]
 
     def _diag(self, q, rule):
@@ -283,28 +382,57 @@ class GaussKronrodMap:
         return [(jnp.sum(w * f * f, -1), jnp.sum(w * d * d, -1)) for w in ws]
 
     def diag(self, q, gauss: bool = False):
-        """``(E[phi(u)^2], E[phi'(u)^2])``, ``u ~ N(0, q)``: the map at ``c = 1``, ``q1 = q2 = q``
-        by the outer rule alone (``N_outer`` evaluations); the Gauss rule if ``gauss``."""
+        """``(E[phi(u)^2], E[phi'(u)^2])``, ``u ~ N(0, q)``: the map at ``s12 = q1 = q2 = q``.
+
+        By the outer rule alone (``N_outer`` evaluations, no inner integral).
+
+        Arguments:
+            q: the variance (``>= 0``), an array; the results have its shape.
+            gauss: use the ``n``-point Gauss rule instead of the Kronrod rule, default
+                ``False``.
+        """
         return self._diag(q, self._gauss if gauss else self._kronrod)[0]
 
 
 def error_estimate(diff, scale):
-    """QUADPACK's estimate of the Kronrod result's error from ``diff = |Kronrod - Gauss|``:
-    ``diff min(1, (200 diff / scale)^(3/2))``, and at least ``50 eps scale`` (Piessens et al.
-    1983, Sec. 2.2.1); ``scale`` the magnitude of the result (here the kernel's diagonal)."""
+    """QUADPACK's estimate of the Kronrod result's error from ``diff = |Kronrod - Gauss|``.
+
+        err = max(diff min(1, (200 diff / scale)^(3/2)),  50 eps scale)
+
+    (Piessens et al. 1983, Sec. 2.2.1), ``eps`` the machine epsilon of ``diff``'s dtype.
+
+    Arguments:
+        diff: ``|Kronrod - Gauss|``, an array ``>= 0``.
+        scale: the magnitude of the result (here the kernel's diagonal scale), an array
+            ``>= 0`` broadcastable with ``diff``; where it is 0 the relative difference is
+            taken as ``diff`` itself.
+
+    Returns:
+        The absolute error estimate, of the broadcast shape.
+    """
     eps = jnp.finfo(jnp.result_type(diff)).eps
     rel = diff / jnp.where(scale > 0, scale, 1.0)
     return jnp.maximum(diff * jnp.minimum(1.0, (200.0 * rel) ** 1.5), 50 * eps * scale)
 
 
 def kernel_map(activation: str, method: str = "auto", n_quad: int = 64) -> KernelMap:
-    """The kernel map of ``activation``.
+    """The kernel map ``(s12, q1, q2) -> (V, Vd)`` of ``activation`` (module docstring).
 
-    ``method`` (default "auto"): "auto" the closed form where there is one (relu, erf,
-    identity), else :class:`GaussKronrodMap`; "closed" the closed form or ``ValueError``;
-    "kronrod" :class:`GaussKronrodMap` for any activation (the closed forms too, as a check);
-    "hermite" (or its old name "quadrature") the ``n_quad``-point Gauss-Hermite rule
-    :func:`quadrature_map` (``n_quad`` default 64; ignored otherwise).
+    Arguments:
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`).
+        method: one of ``"auto"``, ``"closed"``, ``"kronrod"``, ``"hermite"``,
+            ``"quadrature"`` (else ``ValueError``), default ``"auto"``: the closed form where
+            there is one (relu, erf, identity), else :class:`GaussKronrodMap`; ``"closed"``
+            the closed form or ``ValueError``; ``"kronrod"`` :class:`GaussKronrodMap` for any
+            activation (the closed forms too, as a check); ``"hermite"`` (or its old name
+            ``"quadrature"``) the Gauss-Hermite rule :func:`quadrature_map`.
+        n_quad: Gauss-Hermite nodes per dimension for ``"hermite"``, default 64; ignored
+            otherwise.
+
+    Returns:
+        :func:`relu_map`, :func:`erf_map` or :func:`identity_map`; or one
+        :class:`GaussKronrodMap` per activation name (cached, with ``kink`` for relu and elu,
+        so that jit caches see the same object); or a new :func:`quadrature_map`.
     """
     get_activation(activation)
     if method not in METHODS:

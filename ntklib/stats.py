@@ -17,7 +17,14 @@ from scipy import stats as _sps
 
 
 class LineFit(NamedTuple):
-    """``y ~ intercept + slope x`` with standard errors."""
+    """``y ~ intercept + slope x`` with standard errors (:func:`fit_line`).
+
+    Attributes:
+        slope: the fitted slope (a float).
+        slope_se: its standard error.
+        intercept: the fitted intercept (the value at ``x = 0``).
+        intercept_se: its standard error.
+    """
 
     slope: float
     slope_se: float
@@ -26,8 +33,17 @@ class LineFit(NamedTuple):
 
 
 def mean_and_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sample mean and its standard error ``std / sqrt(n)`` (ddof = 1) along ``axis``
-    (default 0): :func:`scipy.stats.sem`."""
+    """Sample mean and its standard error ``std / sqrt(n)`` (ddof = 1): :func:`scipy.stats.sem`.
+
+    Arguments:
+        samples: an array-like of numbers, converted to float64; at least 2 along ``axis``
+            (else ``ValueError``).
+        axis: the axis of the samples, default 0.
+
+    Returns:
+        ``(mean, se)``, each of the shape of ``samples`` without ``axis`` (a 0-d value for a
+        1-D sample).
+    """
     s = np.asarray(samples, dtype=float)
     if s.shape[axis] < 2:
         raise ValueError("need at least 2 samples for a standard error")
@@ -37,10 +53,20 @@ def mean_and_se(samples, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def fit_line(x, y, y_se=None) -> LineFit:
     """Weighted least squares of ``y`` on ``x`` (:func:`numpy.polyfit`, degree 1).
 
-    With ``y_se`` (default ``None``) the weights are ``1 / y_se^2`` and the standard errors are
-    those implied by ``y_se`` (``cov="unscaled"``), inflated by ``sqrt(chi^2 / dof)`` when the
-    points scatter more than their errors allow -- never deflated. Without ``y_se``: ordinary
-    least squares and its usual errors (scaled by ``chi^2 / dof``).
+    With ``y_se`` each squared residual is weighted by ``1 / y_se^2`` (``polyfit``'s ``w = 1 /
+    y_se``) and the standard errors are those implied by ``y_se`` (``cov="unscaled"``),
+    inflated by ``sqrt(chi^2 / dof)``, ``dof = len(x) - 2``, when the points scatter more than
+    their errors allow -- never deflated. Without ``y_se``: ordinary least squares and its
+    usual errors (the covariance scaled by ``chi^2 / dof``, whatever its size).
+
+    Arguments:
+        x: the abscissae, a 1-D array-like of at least 3 points (else ``ValueError``).
+        y: the ordinates, same length.
+        y_se: the standard errors of ``y`` (positive, same length), default ``None``
+            (unweighted, errors from the scatter).
+
+    Returns:
+        A :class:`LineFit`.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 3:
@@ -58,10 +84,18 @@ def fit_line(x, y, y_se=None) -> LineFit:
 
 
 def fit_power_law(x, y, y_se=None) -> LineFit:
-    """``y ~ exp(intercept) x^slope``: :func:`fit_line` on log-log axes.
+    """``y ~ exp(intercept) x^slope``: :func:`fit_line` of ``log y`` on ``log x``.
 
-    ``se(log y) = y_se / y`` (delta method), so relative errors set the weights; ``y_se``
-    defaults to ``None`` (unweighted).
+    ``se(log y) = y_se / y`` (delta method), so relative errors set the weights.
+
+    Arguments:
+        x: positive abscissae, a 1-D array-like of at least 3 points.
+        y: positive ordinates, same length.
+        y_se: the standard errors of ``y``, default ``None`` (unweighted).
+
+    Returns:
+        A :class:`LineFit` on log-log axes: ``slope`` the exponent, ``intercept`` the log of the
+        prefactor.
     """
     y = np.asarray(y, float)
     log_se = None if y_se is None else np.asarray(y_se, float) / y
@@ -73,9 +107,16 @@ def fit_power_law_samples(x, samples) -> LineFit:
 
     Fits ``mean_j log samples[i, j] ~ intercept + slope log x[i]`` by :func:`fit_line`, each
     point weighted by the standard error of its mean log (so the slope's error comes from
-    the spread of the samples, e.g. over random networks). ``samples`` has shape
-    ``(len(x), k)`` with ``k >= 2``; use it when the samples spread over decades, where an
-    arithmetic mean would follow the largest few.
+    the spread of the samples, e.g. over random networks). Use it when the samples spread over
+    decades, where an arithmetic mean would follow the largest few.
+
+    Arguments:
+        x: positive abscissae, at least 3 points.
+        samples: positive, finite samples, shape ``(len(x), k)`` with ``k >= 2`` (else
+            ``ValueError``); row ``i`` belongs to ``x[i]``.
+
+    Returns:
+        A :class:`LineFit` on log-log axes, as :func:`fit_power_law`.
     """
     s = np.asarray(samples, float)
     if s.ndim != 2 or s.shape[0] != np.size(x) or s.shape[1] < 2:
@@ -87,12 +128,19 @@ def fit_power_law_samples(x, samples) -> LineFit:
 
 
 def moment_ratio(samples) -> tuple[float, float]:
-    """``E[X^2] / E[X]^2`` from samples, with its delta-method standard error.
+    """``r = E[X^2] / E[X]^2`` from samples, with its delta-method standard error.
 
-    With ``m1, m2`` the sample moments and their covariance from ``(X, X^2)``,
+    With ``m1, m2`` the sample moments and their covariance estimated from the pairs ``(X,
+    X^2)`` (ddof = 1, divided by ``n``),
     ``var(r) = r^2 (var m2 / m2^2 - 4 cov(m1, m2) / (m1 m2) + 4 var m1 / m1^2)``. The error
     needs the fourth moment, so it is itself unreliable when ``X`` is heavy tailed: use it
-    only where the sample size is adequate (see ``ntklib.finite.networks_needed``).
+    only where the sample size is adequate (see :func:`ntklib.finite.networks_needed`).
+
+    Arguments:
+        samples: a 1-D array-like of at least 2 samples of ``X`` (else ``ValueError``).
+
+    Returns:
+        ``(r, se)``, two floats (``se`` is 0 where the estimated variance is negative).
     """
     x = np.asarray(samples, float)
     n = x.size
@@ -111,11 +159,18 @@ def bootstrap_ci(
     """Percentile bootstrap interval of ``statistic(samples)``: :func:`scipy.stats.bootstrap`.
 
     Arguments:
-        key: a ``jax.random`` key; the resampling generator is seeded from its data, so the
-            interval is reproducible from the chapter's seed.
-        samples: the sample, resampled along axis 0 (with replacement).
-        statistic: a function of a resampled array, returning a number.
-        n_boot: resamples, default 1000. level: the interval's coverage, default 0.95.
+        key: a ``jax.random`` key (typed, or raw ``uint32`` key data); the resampling
+            generator is seeded from its data, so the interval is reproducible from the
+            chapter's seed.
+        samples: a 1-D sample of at least 2 values (else ``ValueError``), resampled with
+            replacement.
+        statistic: a function of a resampled 1-D array, returning a number (called once per
+            resample: ``vectorized=False``).
+        n_boot: the number of resamples, default 1000.
+        level: the interval's coverage, in (0, 1) (else ``ValueError``), default 0.95.
+
+    Returns:
+        ``(low, high)``, two floats.
     """
     x = np.asarray(samples)
     if x.shape[0] < 2:
