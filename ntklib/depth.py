@@ -254,3 +254,44 @@ def fit_exponential_rate(layers: np.ndarray, dev: np.ndarray, *, linear_prefacto
     a0 = float(np.exp(c0) / ls.mean())
     fit = optimize.least_squares(resid, x0=[r0, a0, 0.0], xtol=1e-14, ftol=1e-14, gtol=1e-14)
     return float(fit.x[0])
+
+
+def extrapolate_log_expansion(
+    layers: np.ndarray, y: np.ndarray, *, l_min: float, l_max: float, l_target: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` at ``l_target`` predicted from the expansion of :func:`fit_log_coefficient`
+    fitted over ``l_min <= L <= l_max`` only (shallower layers), for each column of ``y``.
+
+    Returns ``(prediction with five terms, prediction with four terms)``: their difference is
+    an estimate of what the truncated expansion leaves in the prediction, independent of the
+    value of ``y`` at ``l_target`` (which the fit never sees when ``l_max < l_target``)."""
+    ls = np.asarray(layers, float)
+    if not (0 < l_min < l_max and np.isfinite(l_target) and l_target > 0):
+        raise ValueError(
+            f"need 0 < l_min < l_max and l_target > 0, got {l_min}, {l_max}, {l_target}"
+        )
+    sel = (ls >= l_min) & (ls <= l_max)
+    if sel.sum() < 10:
+        raise ValueError(f"need at least 10 layers in [{l_min}, {l_max}], got {int(sel.sum())}")
+
+    def cols(l):
+        l = np.asarray(l, float)
+        return [np.log(l), np.ones_like(l), np.log(l) / l, 1 / l, np.log(l) ** 2 / l]
+
+    a = np.stack(cols(ls[sel]), 1)
+    t = np.array(cols(np.array([l_target])))[:, 0]
+    yy = np.asarray(y, float)[sel]
+    c5 = np.linalg.lstsq(a, yy, rcond=None)[0]
+    c4 = np.linalg.lstsq(a[:, :4], yy, rcond=None)[0]
+    return t @ c5, t[:4] @ c4
+
+
+def eoc_condition_log_coefficient(n_points: int, lam: float, alpha: float, q: float) -> float:
+    """On the Edge of Chaos, the coefficient ``A`` of ``L (kappa_L - kappa_inf) = A log L +
+    O(1)`` for ``n_points`` inputs at ``q*``: the ``log L / L`` term of every off-diagonal
+    entry of ``Theta^L / (L q*)`` is the same, ``alpha / q*`` times ``11^T - I``, which moves
+    ``lambda`` in ``kappa(lambda) = (1 + (N-1) lambda) / (1 - lambda)``; ``d kappa / d lambda
+    = N / (1 - lambda)^2``. The ``1/L`` terms differ by pair and only move the ``O(1)``."""
+    if not (isinstance(n_points, int) and n_points >= 2 and 0 < lam < 1 and q > 0):
+        raise ValueError("need n_points >= 2, 0 < lambda < 1, q > 0")
+    return n_points * alpha / (q * (1.0 - lam) ** 2)

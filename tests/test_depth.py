@@ -205,3 +205,23 @@ def test_bad_inputs_raise_before_compute():
         D.ordered_rate("erf", 2.5, 0.1)
     with pytest.raises(ValueError):
         D.chaotic_rate("erf", 0.8, 0.3)
+
+
+def test_extrapolate_log_expansion_recovers_an_exact_expansion():
+    ls = np.arange(1.0, 2001.0)
+    y = 0.3 * np.log(ls) - 0.7 + 2.0 * np.log(ls) / ls + 0.5 / ls
+    p5, p4 = nl.depth.extrapolate_log_expansion(ls, y[:, None], l_min=20, l_max=1000, l_target=2000)
+    exact = 0.3 * np.log(2000) - 0.7 + 2.0 * np.log(2000) / 2000 + 0.5 / 2000
+    assert abs(p5[0] - exact) < 1e-9 and abs(p4[0] - exact) < 1e-9
+    with pytest.raises(ValueError):
+        nl.depth.extrapolate_log_expansion(ls, y, l_min=1000, l_max=20, l_target=2000)
+
+
+def test_eoc_condition_log_coefficient_is_the_derivative_of_kappa():
+    n, lam, alpha, q = 12, 1 / 3, -0.4, 1.7
+    kappa = lambda lm: (1 + (n - 1) * lm) / (1 - lm)  # noqa: E731
+    h = 1e-6
+    dk = (kappa(lam + h) - kappa(lam - h)) / (2 * h)
+    assert abs(nl.depth.eoc_condition_log_coefficient(n, lam, alpha, q) - dk * alpha / q) < 1e-6
+    with pytest.raises(ValueError):
+        nl.depth.eoc_condition_log_coefficient(n, 1.0, alpha, q)
