@@ -108,7 +108,7 @@ def markdown(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> str:
                 detail.append(f"case: {r['case']}")
             for name in r.get("checks", []):
                 c = by_key.get(name)
-                mark = "✅" if c and c["passed"] else "❌"
+                mark = "✓" if c and c["passed"] else "✗"
                 chapter, _, check_name = name.partition(": ")
                 doc = f"/book/chapters/{chapter}/{chapter}"
                 detail.append(f"{mark} {{doc}}`{chapter} <{doc}>`: {_cell(check_name)}")

@@ -55,8 +55,8 @@ def _cell(s: str) -> str:
 
 def status_mark(c: dict[str, Any]) -> str:
     if c["passed"]:
-        return "✅"
-    return "❌ powerless" if c.get("powerless") else "❌ FAIL"
+        return "✓"
+    return "✗ powerless" if c.get("powerless") else "✗ FAIL"
 
 
 def _check_block(c: dict[str, Any]) -> str:

@@ -186,5 +186,5 @@ def test_dashboard_lists_failures_first_with_their_alternative():
     assert "1 of 3 checks pass; 2 FAIL (1 powerless" in page
     fail_part = page.split("## Failing checks")[1].split("\n## ")[0]
     assert "bad" in fail_part and "weak" in fail_part and "good" not in fail_part
-    assert "nan" in page and "❌ powerless" in page and "rules out *twice*" in page
+    assert "nan" in page and "✗ powerless" in page and "rules out *twice*" in page
     assert "**would also pass under** *a skeptic's value*" in page
