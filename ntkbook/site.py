@@ -267,8 +267,9 @@ def build_site(project: Project, *, force: bool = False, log=print) -> Path:
     log("  " + " ".join(cmd[1:]))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise RuntimeError(f"jupyter-book build failed:\n{tail}")
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        tail = "\n".join(lines[-40:]) or "(no output)"
+        raise RuntimeError(f"jupyter-book build failed (exit status {proc.returncode}):\n{tail}")
     (html / "checks.json").write_text(json.dumps(checks, indent=2))
     write_root_page(project, html)
     verify_figures(project, html)

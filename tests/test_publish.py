@@ -10,16 +10,12 @@ import shutil
 
 import pytest
 from conftest import DEMO, ROOT, ntkbook, snapshot
+from conftest import TOC as CONFTEST_TOC
 
-TOC = """format: jb-book
-root: book/intro
-chapters:
-  - file: book/chapters/demo/demo
-  - file: book/chapters/demo_b/demo_b
-  - file: book/dashboard
-  - file: book/reproduce
-  - file: book/bibliography
-"""
+# conftest's book with the second demo chapter in place of the first real one (and no API page)
+TOC = CONFTEST_TOC.replace("infinite_width/infinite_width", "demo_b/demo_b").replace(
+    "  - file: book/api\n", ""
+)
 
 PROFILES = """
 demo:
