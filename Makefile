@@ -5,16 +5,26 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: book test lint format ci clean bench
+.PHONY: setup book publish test lint format ci clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
 	@touch $(STAMP)
 
+## make setup: only create .venv and install the project (CI computes its cache key after it)
+setup: $(STAMP)
+
 ## make book: set up .venv, run every chapter at PROFILE (default quick), build _build/html
 book: $(STAMP)
 	$(PY) -m ntkbook build --profile $(PROFILE)
+
+## make publish: every chapter at PROFILE (default full; notebooks/publish.yml may cap one at
+## quick), cached; the site goes to _build/publish only if every check passes (else exit 1,
+## the previous _build/publish untouched)
+publish: PROFILE = full
+publish: $(STAMP)
+	$(PY) -m ntkbook publish --profile $(PROFILE)
 
 ## make test: set up .venv, run the test suite
 test: $(STAMP)

@@ -4,11 +4,14 @@
     ntkbook run CHAPTER [--profile ci|quick|full] [-p NAME=VALUE ...] [--force]
     ntkbook build [--profile ci|quick|full] [--force] [--no-site]
     ntkbook checks [--json]
+    ntkbook publish [--profile ci|quick|full] [--out DIR] [--force]
+    ntkbook cache-key [--profile ci|quick|full]
 
 Bad input (unknown chapter, profile or parameter; a value of the wrong type or out of its
 declared range; a malformed profiles file) is reported in one line with exit status 2
 before anything runs or is written. A chapter whose code fails exits 1 and leaves its
-previous results in place. ``build`` and ``checks`` exit 1 when a theorem check fails.
+previous results in place. ``build`` and ``checks`` exit 1 when a theorem check fails;
+``publish`` then exits 1 too and leaves the published site (``_build/publish``) as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from ntkbook.numbers import comparison_text
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
+from ntkbook.publish import check_destination, plan, swap_in, tree_key
 from ntkbook.runner import ChapterFailed, cache_key, is_fresh, run_chapter
 from ntkbook.site import build_site, collect_checks, write_dashboard
 
@@ -140,6 +144,47 @@ def cmd_build(project: Project, args) -> int:
     return 1 if failed else 0
 
 
+def cmd_publish(project: Project, args) -> int:
+    """Every chapter at its publish profile (cached), the site, then -- only if every check
+    passes -- the site swapped into ``--out`` (see :mod:`ntkbook.publish`)."""
+    dest = Path(args.out).resolve() if args.out else project.build / "publish"
+    check_destination(dest)
+    chapters = plan(project, args.profile)  # validates every chapter before anything runs
+    t0 = time.perf_counter()
+    reran = []
+    for i, (ch, used, values) in enumerate(chapters, 1):
+        print(f"[{i}/{len(chapters)}] ", end="")
+        if used != args.profile:
+            print(f"({used} profile: see notebooks/publish.yml) ", end="")
+        before = (ch.outdir / "run.json").read_bytes() if (ch.outdir / "run.json").exists() else b""
+        _run_one(project, ch, used, values, {}, args.force)
+        if (ch.outdir / "run.json").read_bytes() != before:
+            reran.append(ch.name)
+    checks = collect_checks(project)
+    failed = [c for c in checks if not c["passed"]]
+    where = dest.relative_to(project.root) if dest.is_relative_to(project.root) else dest
+    print(
+        f"publish: {len(reran)} of {len(chapters)} chapters rerun"
+        + (f" ({', '.join(reran)})" if reran else "")
+        + f", {len(checks) - len(failed)}/{len(checks)} checks pass"
+    )
+    if failed:
+        for c in failed:
+            print(f"  {check_line(c)}")
+        kept = f"the site in {where} is unchanged" if dest.exists() else "nothing published"
+        print(f"ntkbook: NOT published: {len(failed)} checks fail; {kept}", file=sys.stderr)
+        return 1
+    index = build_site(project, force=args.force)
+    swap_in(project, index.parent, dest)
+    print(f"publish: site -> {where} (upload this folder), {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_cache_key(project: Project, args) -> int:
+    print(tree_key(project, args.profile))
+    return 0
+
+
 def check_line(c: dict[str, Any]) -> str:
     """One line per check: status, chapter, name, the comparison in words, the alternative."""
     status = "PASS" if c["passed"] else ("POWERLESS" if c.get("powerless") else "FAIL")
@@ -183,6 +228,14 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-site", action="store_true", help="run the chapters, skip Jupyter Book")
     c = sub.add_parser("checks", help="print every recorded theorem check")
     c.add_argument("--json", action="store_true")
+    pub = sub.add_parser(
+        "publish", help="build every chapter and the site; publish it only if every check passes"
+    )
+    pub.add_argument("--profile", default="full", choices=PROFILES)
+    pub.add_argument("--out", help="the published site's folder (default _build/publish)")
+    pub.add_argument("--force", action="store_true", help="rerun every chapter")
+    k = sub.add_parser("cache-key", help="one hash over every chapter's cache key (CI's cache)")
+    k.add_argument("--profile", default="full", choices=PROFILES)
     return p
 
 
@@ -195,9 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         project = Project(find_root())
-        return {"list": cmd_list, "run": cmd_run, "build": cmd_build, "checks": cmd_checks}[
-            args.command
-        ](project, args)
+        commands = {
+            "list": cmd_list,
+            "run": cmd_run,
+            "build": cmd_build,
+            "checks": cmd_checks,
+            "publish": cmd_publish,
+            "cache-key": cmd_cache_key,
+        }
+        return commands[args.command](project, args)
     except UsageError as e:
         print(f"ntkbook: error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ leaves the previous notebook, figures and checks untouched.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shlex
@@ -16,6 +18,7 @@ import shutil
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +37,28 @@ class ChapterFailed(Exception):
 
 
 def cache_key(chapter: Chapter, values: dict[str, Any]) -> str:
-    """Hash of the chapter's source, its resolved parameters and the ``ntklib`` sources."""
+    """Hash of the chapter's source, its resolved parameters, the ``ntklib`` sources and the
+    installed environment (:func:`environment_hash`)."""
     h = hashlib.sha256()
     h.update(chapter.source.read_bytes())
     h.update(canonical(values).encode())
     h.update(chapter.project.source_hash().encode())
+    h.update(environment_hash().encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def environment_hash() -> str:
+    """SHA-256 over the Python version and the name and version of every installed
+    distribution: a chapter reruns when any package (JAX, NumPy, ...) is upgraded. There is
+    no lock file yet; this hashes what is installed, which is what the chapters ran with."""
+    dists = {
+        (d.metadata["Name"] or "").lower().replace("_", "-") + "==" + d.version
+        for d in importlib.metadata.distributions()
+    }
+    h = hashlib.sha256(sys.version.encode())
+    for line in sorted(dists):
+        h.update(line.encode() + b"\n")
     return h.hexdigest()
 
 
@@ -101,12 +121,14 @@ def run_chapter(
             "command": command,
             "cache_key": cache_key(chapter, values),
             "git_commit": commit,
+            "computed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(time.perf_counter() - t0, 2),
             "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks),
             "figures": [f["figure"] for f in figures],
         }
         record(tmp, checks, run)
+        stamp(tmp / f"{chapter.name}.ipynb", run)
         _publish(tmp, chapter.outdir, tmp_root)
         return run
     finally:
@@ -187,6 +209,33 @@ def record(tmp: Path, checks: list[dict[str, Any]], run: dict[str, Any]) -> None
     """Write the chapter's ``checks.json`` and ``run.json`` beside its executed notebook."""
     atomic_write_bytes(tmp / "checks.json", json.dumps(checks, indent=2).encode())
     atomic_write_bytes(tmp / "run.json", json.dumps(run, indent=2).encode())
+
+
+def provenance_note(run: dict[str, Any]) -> str:
+    """The note at the top of a chapter's page: when, at which commit and at which profile
+    its numbers and figures were computed, and the command that recomputes them."""
+    when = run["computed_at"].replace("T", " ").removesuffix("Z") + " UTC"
+    return (
+        ":::{note}\n"
+        f"Computed on {when} at commit `{run['git_commit'][:12]}`, profile `{run['profile']}`, "
+        f"in {run['seconds']:.0f} s. `{run['command']}` recomputes this page.\n"
+        ":::\n"
+    )
+
+
+def stamp(path: Path, run: dict[str, Any]) -> None:
+    """Put :func:`provenance_note` under the title of the executed notebook at ``path`` (in its
+    first markdown cell, after the first ``#`` heading; first in the cell when it has none)."""
+    nb = nbformat.read(path, as_version=4)
+    note = provenance_note(run)
+    cell = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if cell is None:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
+    else:
+        lines = cell.source.split("\n")
+        at = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
+        cell.source = "\n".join(lines[:at] + ["", note] + lines[at:])
+    nbformat.write(nb, path)
 
 
 def _alive(pid: int) -> bool:

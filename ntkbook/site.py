@@ -27,7 +27,7 @@ import yaml
 from ntkbook import ledger
 from ntkbook.numbers import comparison_text, number, sig
 from ntkbook.performance import latest_report, write_page
-from ntkbook.project import Project, library_hash
+from ntkbook.project import PROFILES, Project, UsageError, library_hash
 from ntklib._io import atomic_write_bytes
 
 
@@ -123,17 +123,52 @@ def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def runs_markdown(runs: list[dict[str, Any]]) -> str:
+def runs_markdown(runs: list[dict[str, Any]], caps: dict[str, dict[str, str]] | None = None) -> str:
+    """The runs behind the site; a chapter that ``make publish`` builds below the asked
+    profile (``notebooks/publish.yml``) says so, and why, under the table."""
     rows = [
-        "| chapter | profile | seconds | checks | figures | git commit | rerun |",
-        "|---|---|---|---|---|---|---|",
+        "| chapter | profile | computed (UTC) | seconds | checks | figures | git commit | rerun |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
+        when = r.get("computed_at", "—").replace("T", " ").removesuffix("Z")
         rows.append(
-            f"| {r['chapter']} | {r['profile']} | {r['seconds']} | {r['checks'] - r['checks_failed']}/"
+            f"| {r['chapter']} | {r['profile']} | {when} | {r['seconds']} | {r['checks'] - r['checks_failed']}/"
             f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{_cell(r['command'])}` |"
         )
-    return "\n".join(rows) + "\n"
+    notes = [
+        f"- `make publish PROFILE=full` builds {name} at `{cap['profile']}`: {_cell(cap['why'])}"
+        for name, cap in (caps or {}).items()
+    ]
+    return "\n".join(rows) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def publish_caps(project: Project) -> dict[str, dict[str, str]]:
+    """``notebooks/publish.yml``: ``{chapter: {"profile": p, "why": text}}``, the highest
+    profile ``make publish`` runs a chapter at (one whose ``full`` does not fit the CI runner's
+    time limit says ``quick``, and why). Missing file: no chapter is capped. A malformed
+    file raises :class:`UsageError`."""
+    path = project.notebooks / "publish.yml"
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UsageError(f"{path.name} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path.name} must map chapter names to {{profile: ..., why: ...}}")
+    for name, cap in data.items():
+        if name not in project.chapter_names():
+            raise UsageError(f"{path.name}: unknown chapter {name!r}")
+        if not isinstance(cap, dict) or set(cap) != {"profile", "why"}:
+            raise UsageError(f"{path.name}: {name} must be {{profile: ..., why: ...}}")
+        if cap["profile"] not in PROFILES:
+            raise UsageError(
+                f"{path.name}: {name}: unknown profile {cap['profile']!r}; profiles: {', '.join(PROFILES)}"
+            )
+        if not isinstance(cap["why"], str) or not cap["why"].strip():
+            raise UsageError(f"{path.name}: {name} must say why it is not published at full")
+    return data
 
 
 def _write(path: Path, text: str) -> None:
@@ -153,7 +188,10 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
         raise RuntimeError(
             "the claims ledger (book/ledger/) disagrees with the checks:\n  " + "\n  ".join(wrong)
         )
-    _write(project.generated / "runs_table.md", runs_markdown(collect_runs(project)))
+    _write(
+        project.generated / "runs_table.md",
+        runs_markdown(collect_runs(project), publish_caps(project)),
+    )
     write_page(latest_report(project.root), project.generated)
     return checks
 
@@ -187,10 +225,12 @@ def site_key(project: Project) -> str:
     files += sorted(
         p for p in (project.root / "book").rglob("*") if p.is_file() and "_static" not in p.parts
     )
-    files += sorted(Path(__file__).parent.glob("*.py"))  # ntkbook's own code
+    here = Path(__file__).parent
+    files += sorted(here.glob("*.py"))  # ntkbook's own code, wherever the book is
     for p in files:
         if p.exists():
-            h.update(p.relative_to(project.root).as_posix().encode())
+            base = project.root if p.is_relative_to(project.root) else here.parent
+            h.update(p.relative_to(base).as_posix().encode())
             h.update(p.read_bytes())
     return h.hexdigest()
 
@@ -227,8 +267,9 @@ def build_site(project: Project, *, force: bool = False, log=print) -> Path:
     log("  " + " ".join(cmd[1:]))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise RuntimeError(f"jupyter-book build failed:\n{tail}")
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        tail = "\n".join(lines[-40:]) or "(no output)"
+        raise RuntimeError(f"jupyter-book build failed (exit status {proc.returncode}):\n{tail}")
     (html / "checks.json").write_text(json.dumps(checks, indent=2))
     write_root_page(project, html)
     verify_figures(project, html)
