@@ -38,8 +38,16 @@ identity = the centre tap, the random channel reads the input channels with weig
 ``c_in = 1`` (and average-pools the image first); ``c_in`` input channels is our
 generalization, identical for ``c_in = 1``.
 
-``init(..., scheme="standard")`` gives the same architecture with He initialization
-(``W ~ N(0, 2/fan_in)``, ``b = 0``; tail ``N(0, 1/fan_in)``), the contrast that does not train.
+``init(..., scheme="torch")`` gives the same architecture with PyTorch's default
+initialization of ``nn.Linear`` and ``nn.Conv2d`` (weights and biases uniform on
+``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``, variance ``1/(3 fan_in)``): the authors' contrast, what
+their code runs without ``--init custom``. ``scheme="standard"`` is He initialization
+(``W ~ N(0, 2/fan_in)``, ``b = 0``; tail ``N(0, 1/fan_in)``), a second contrast.
+
+:func:`authors_scale` and :func:`authors_rate` give the authors' NTK-convergence setting
+(``ntk_convergence.py`` and the README's example: depths 100 and 10^4 with ``C_L = 5`` and
+``5 10^4``, learning rates ``1e-4`` and ``1e-14``): ``C_L = L^2 / 2000`` and ``eta = 0.25 /
+(L C_L^2)`` on the mean squared error.
 
 Everything is float64-safe; a ``lax.scan`` over the body layers keeps compile time flat in L.
 """
@@ -58,7 +66,7 @@ from ntklib.empirical import ntk
 from ntklib.kernel_maps import relu_map
 
 Params = dict[str, Any]
-Scheme = Literal["narrow", "standard"]
+Scheme = Literal["narrow", "standard", "torch"]
 
 
 class NarrowMLP(NamedTuple):
@@ -191,8 +199,27 @@ def _he(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype) -> jax.Array
     return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_in)
 
 
+def _torch_default(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype) -> jax.Array:
+    """PyTorch's default ``nn.Linear``/``nn.Conv2d`` draw: uniform on ``+-1/sqrt(fan_in)``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 def _check_scheme(scheme: str) -> None:
-    _checks.choice("scheme", scheme, ("narrow", "standard"))
+    _checks.choice("scheme", scheme, ("narrow", "standard", "torch"))
+
+
+def authors_scale(depth: int) -> float:
+    """The authors' scale ``C_L = L^2 / 2000`` (``C_100 = 5``, ``C_10000 = 5 10^4``)."""
+    return _checks.integer("depth", depth) ** 2 / 2000.0
+
+
+def authors_rate(depth: int, scale: float) -> float:
+    """The authors' learning rate ``0.25 / (L C_L^2)`` on the mean squared error (``1e-4`` at
+    ``L = 100, C = 5``; ``1e-14`` at ``L = 10^4, C = 5 10^4``)."""
+    return 0.25 / (
+        _checks.integer("depth", depth) * _checks.number("scale", scale, strict=True) ** 2
+    )
 
 
 # --------------------------------------------------------------------------- MLP
@@ -205,8 +232,9 @@ def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     Arguments:
         net: the architecture.
         key: a ``jax.random`` key.
-        scheme: ``"narrow"`` (the construction of the module docstring) or ``"standard"``
-            (He initialization, biases zero), default ``"narrow"``.
+        scheme: ``"narrow"`` (the construction of the module docstring), ``"torch"``
+            (PyTorch's default, uniform with variance ``1/(3 fan_in)``) or ``"standard"`` (He
+            initialization, biases zero), default ``"narrow"``.
         dtype: the parameters' dtype, default ``None``: float64 under ``jax_enable_x64``, else
             float32.
     """
@@ -214,6 +242,13 @@ def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     dt = _dtype(dtype)
     d, o, n_body, w, c = net.d_in, net.d_out, net.depth - 1, net.width, net.scale
     k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
+    if scheme == "torch":
+        u = partial(_torch_default, dtype=dt)
+        return {
+            "head": {"w": u(k_hw, (w, d), d), "b": u(k_hb, (w,), d)},
+            "body": {"w": u(k_bw, (n_body, w, w), w), "b": u(k_bb, (n_body, w), w)},
+            "tail": {"w": u(k_tw, (o, w), w), "b": u(jax.random.fold_in(k_tw, 1), (o,), w)},
+        }
     if scheme == "standard":
         he = partial(_he, dtype=dt)
         return {
@@ -395,8 +430,9 @@ def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     Arguments:
         net: the architecture.
         key: a ``jax.random`` key.
-        scheme: ``"narrow"`` (the construction of the module docstring) or ``"standard"``
-            (He initialization, biases zero), default ``"narrow"``.
+        scheme: ``"narrow"`` (the construction of the module docstring), ``"torch"``
+            (PyTorch's default, uniform with variance ``1/(3 fan_in)``) or ``"standard"`` (He
+            initialization, biases zero), default ``"narrow"``.
         dtype: the parameters' dtype, default ``None``: float64 under ``jax_enable_x64``, else
             float32.
     """
@@ -404,6 +440,17 @@ def init_cnn(net: NarrowCNN, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     dt = _dtype(dtype)
     ci, co, n_body, w, k, c = net.c_in, net.c_out, net.depth - 1, net.width, net.kernel, net.scale
     k_hw, k_hb, k_bw, k_bb, k_tw = jax.random.split(key, 5)
+    if scheme == "torch":
+        u = partial(_torch_default, dtype=dt)
+        fw = w * k * k
+        return {
+            "head": {"w": u(k_hw, (w, ci, k, k), ci * k * k), "b": u(k_hb, (w,), ci * k * k)},
+            "body": {"w": u(k_bw, (n_body, w, w, k, k), fw), "b": u(k_bb, (n_body, w), fw)},
+            "tail": {
+                "w": u(k_tw, (co, w, k, k), fw),
+                "b": u(jax.random.fold_in(k_tw, 1), (co,), fw),
+            },
+        }
     if scheme == "standard":
         he = partial(_he, dtype=dt)
         return {

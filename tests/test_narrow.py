@@ -224,3 +224,25 @@ def test_the_program_does_not_grow_with_depth(key):
 
     assert size(10) == size(3000)
     assert size(1) == size(2)  # an empty body is a scan of length 0, not another program
+
+
+def test_torch_default_scheme_is_uniform_with_variance_one_third_over_fan_in():
+    net = nw.narrow_mlp(2, 1, 400, 1.0)
+    p = nw.init_mlp(net, jax.random.PRNGKey(3), "torch")
+    body = np.asarray(p["body"]["w"]).ravel()
+    fan_in = net.width
+    assert np.abs(body).max() <= 1 / np.sqrt(fan_in)
+    # variance 1/(3 fan_in) within 5 standard errors of a sample variance of a uniform
+    n = body.size
+    se = np.sqrt((1 / 5 - 1 / 9) / n) / fan_in  # Var(u^2) = E u^4 - (E u^2)^2 for u ~ U(-a, a)
+    assert abs(body.var() - 1 / (3 * fan_in)) < 5 * se
+    cnet = nw.narrow_cnn(1, 1, 50, 1.0, 4)
+    pc = nw.init_cnn(cnet, jax.random.PRNGKey(4), "torch")
+    assert np.abs(np.asarray(pc["body"]["w"])).max() <= 1 / np.sqrt(cnet.width * 9)
+
+
+def test_authors_setting_matches_their_example():
+    # README of lthilnklover/deep-narrow-NTK: depths 100 and 10^4, scales 5 and 5e4, rates 1e-4, 1e-14
+    assert nw.authors_scale(100) == 5.0 and nw.authors_scale(10_000) == 50_000.0
+    assert np.isclose(nw.authors_rate(100, 5.0), 1e-4, rtol=1e-12)
+    assert np.isclose(nw.authors_rate(10_000, 5e4), 1e-14, rtol=1e-12)
