@@ -1,13 +1,17 @@
 """The infinite-width NTK at large depth (Hayou, Doucet & Rousseau 2019).
 
-Three things a chapter on depth needs beyond :func:`ntklib.infinite.kernels`:
+What a chapter on depth needs beyond :func:`ntklib.infinite.kernels`:
 
 * :func:`resnet_kernels`, the infinite-width NNGP and NTK of the residual network of the
   paper's eq. (11), ``y^l = y^{l-1} + (sigma_w / sqrt n) W^l phi(y^{l-1}) + sigma_b b^l``
   (NTK parameterization), by a ``lax.scan`` over layers;
 * the large-depth limits and rates that the chapter derives from the recursions and checks
   against them (:func:`eoc_limit`, :func:`ordered_rate`, :func:`chaotic_rate`);
-* Gram-matrix diagnostics (:func:`correlation`, :func:`gram_spectrum`).
+* Gram-matrix diagnostics (:func:`correlation`, :func:`gram_spectrum`), inputs whose every
+  layer sits at ``q*`` (:func:`inputs_at_q`), and the least-squares fits that measure the
+  rates and coefficients in the kernels (:func:`fit_log_coefficient`,
+  :func:`fit_exponential_rate`, :func:`extrapolate_log_expansion`,
+  :func:`eoc_condition_log_coefficient`).
 
 Derivations (the chapter gives them in full). Take inputs with ``q^1 = q*`` so that every
 layer has variance ``q*`` and write ``c_l`` for the correlation of two inputs, ``f`` for the
@@ -52,8 +56,22 @@ RELU_LIKE = ("relu",)  # activations treated as piecewise linear in the rates be
 
 
 class ResNetKernels(NamedTuple):
-    """``nngp``, ``ntk`` divided by ``exp(log_scale)`` (the kernels of a deep ReLU ResNet
-    overflow float64 after a few hundred layers; their ratios do not)."""
+    """NNGP and NTK from :func:`resnet_kernels`, divided by ``exp(log_scale)``.
+
+    The kernels of a deep ReLU ResNet overflow float64 at large depth (without biases the NNGP
+    grows like ``(1 + w^2 / 2)^l``: past float64's range after about 1,000 layers at
+    ``w_std = sqrt 2``); their ratios do not. The kernels are ``nngp * exp(log_scale)`` and
+    ``ntk * exp(log_scale)``.
+
+    Attributes:
+        nngp: ``Sigma^depth(x1_i, x2_j) / exp(log_scale)``, shape (B1, B2); with
+            ``all_layers=True`` ``Sigma^l / exp(log_scale_l)`` for ``l = 1..depth`` stacked,
+            shape (depth, B1, B2).
+        ntk: ``Theta^depth(x1_i, x2_j) / exp(log_scale)``, the same shapes.
+        log_scale: the log of the common scale, a scalar (shape (depth,) with
+            ``all_layers=True``); 0 for activations that are not positively homogeneous and
+            for the first layer.
+    """
 
     nngp: jax.Array
     ntk: jax.Array
@@ -78,17 +96,39 @@ def resnet_kernels(
         y^1 = (w / sqrt n_0) W^1 x + b b^1,
         y^l = y^{l-1} + (w / sqrt n) W^l phi(y^{l-1}) + b b^l,      l = 2..depth,
 
-    (Hayou et al. 2019, eq. (11), in NTK parameterization). The residual branch is
-    independent of ``y^{l-1}``, so
+    (Hayou et al. 2019, eq. (11), in NTK parameterization). The residual branch has mean zero
+    given ``y^{l-1}`` (``W^l`` is fresh), so it is uncorrelated with ``y^{l-1}`` and
 
         Sigma^l = Sigma^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
         Theta^l = (1 + w^2 Vd(Sigma^{l-1})) Theta^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
 
-    ``Sigma^1 = Theta^1 = w^2 <x, x'> / n_0 + b^2``. ``all_layers=True`` stacks ``l = 1..depth``.
-    For a positively homogeneous activation (ReLU) every layer divides the kernels by their
-    mean diagonal NNGP entry and adds its log to ``log_scale`` (exact: the maps commute with
-    the scaling); other activations keep ``log_scale = 0``, and their kernels grow without
-    bound. Float64.
+    ``Sigma^1 = Theta^1 = w^2 <x, x'> / n_0 + b^2``, by one ``lax.scan`` step per layer
+    ``l = 2..depth``. For a positively homogeneous activation (ReLU, identity) every such
+    layer divides both kernels by the mean of the NNGP diagonal ``Sigma^l(x1_i, x1_i)`` and
+    adds its log to ``log_scale`` (exact: the maps commute with the scaling, and the bias
+    variance is carried in the same units); other activations keep ``log_scale = 0``, and
+    their kernels grow with depth.
+
+    Arguments:
+        x1: inputs, shape (B1, n_0); the kernels have its dtype (use float64).
+        x2: inputs, shape (B2, n_0), default ``None`` (``x2 = x1``, the diagonal of
+            ``Sigma^1`` set to the inputs' variances exactly).
+        depth: the number of layers ``depth``, an int ``>= 1`` (keyword-only, no default):
+            the input layer, then ``depth - 1`` residual blocks; no read-out layer.
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`), default
+            ``"relu"``.
+        w_std: weight scale ``sigma_w`` (the ``w`` of the recursion), default 1.0.
+        b_std: bias scale ``sigma_b`` (the ``b`` of the recursion), default 0.0.
+        method: the kernel map (:func:`ntklib.kernel_maps.kernel_map`), default ``"auto"``:
+            the closed form where there is one (relu, erf, identity), else
+            :class:`~ntklib.kernel_maps.GaussKronrodMap`; ``"closed"``, ``"kronrod"``,
+            ``"hermite"`` (or ``"quadrature"``) as there.
+        n_quad: Gauss-Hermite nodes per dimension, for ``method="hermite"`` only, default 64.
+        all_layers: return every layer ``l = 1..depth`` stacked on a leading axis, default
+            ``False`` (the last layer only).
+
+    Returns:
+        A :class:`ResNetKernels` ``(nngp, ntk, log_scale)``.
     """
     _checks.integer("depth", depth)
     kmap = kernel_map(activation, method, n_quad)
@@ -130,7 +170,14 @@ def resnet_kernels(
 
 
 def correlation(k: jax.Array) -> jax.Array:
-    """``K_ij / sqrt(K_ii K_jj)`` for a Gram matrix (or a stack of them, shape (..., B, B))."""
+    """``K_ij / sqrt(K_ii K_jj)`` for a Gram matrix (or a stack of them, shape (..., B, B)).
+
+    Arguments:
+        k: the Gram matrices, shape (..., B, B), with a positive diagonal.
+
+    Returns:
+        The correlation matrices, the same shape, ones on the diagonal.
+    """
     d = jnp.sqrt(jnp.diagonal(k, axis1=-2, axis2=-1))
     return k / (d[..., :, None] * d[..., None, :])
 
@@ -138,7 +185,15 @@ def correlation(k: jax.Array) -> jax.Array:
 def gram_spectrum(k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(lambda_min, lambda_max, condition number)`` of symmetric Gram matrices (..., B, B),
     the eigenvalues divided by the mean diagonal entry (scale free; float64 advised: at large
-    depth in the ordered phase ``lambda_min`` sinks to the rounding level)."""
+    depth in the ordered phase ``lambda_min`` sinks to the rounding level).
+
+    Arguments:
+        k: symmetric Gram matrices, shape (..., B, B) (``eigvalsh`` reads the lower triangle).
+
+    Returns:
+        ``(lambda_min, lambda_max, condition number)``, each of shape (...); the condition
+        number ``lambda_max / lambda_min`` is independent of the scaling.
+    """
     ev = jnp.linalg.eigvalsh(k)
     scale = jnp.mean(jnp.diagonal(k, axis1=-2, axis2=-1), axis=-1)
     lo, hi = ev[..., 0] / scale, ev[..., -1] / scale
@@ -147,8 +202,24 @@ def gram_spectrum(k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 def inputs_at_q(n_points: int, in_dim: int, q: float, w_std: float, b_std: float) -> jax.Array:
     """``n_points`` inputs on a great half-circle of the sphere whose first-layer variance
-    ``w^2 |x|^2 / n_0 + b^2`` equals ``q`` (so every layer sits at the fixed point ``q*``);
-    angles ``pi k / n_points``, so the pairs span correlations from 1 to about -1."""
+    ``w^2 |x|^2 / n_0 + b^2`` equals ``q`` (so every layer sits at the fixed point ``q*`` when
+    ``q = q*``): ``x_k`` has angle ``pi k / n_points``, ``k = 0..n_points-1``, in the plane
+    of the first two coordinates, so the inputs' cosines span 1 to
+    ``cos(pi (n_points - 1) / n_points)``, about -1 (the first layer's correlations
+    ``b^2 / q + (1 - b^2 / q) cos``).
+
+    Arguments:
+        n_points: the number of inputs, an int ``>= 2``.
+        in_dim: the input dimension ``n_0``, an int ``>= 2``.
+        q: the first-layer variance, usually ``q*`` (:func:`ntklib.eoc.q_star`); it must
+            exceed ``sigma_b^2`` (else ``ValueError``).
+        w_std: weight standard deviation ``sigma_w``, a number ``> 0``.
+        b_std: bias standard deviation ``sigma_b``.
+
+    Returns:
+        The inputs, shape (n_points, in_dim), in JAX's default float (float64 under
+        ``jax_enable_x64``).
+    """
     if not (
         isinstance(n_points, int) and n_points >= 2 and isinstance(in_dim, int) and in_dim >= 2
     ):
@@ -182,7 +253,23 @@ def eoc_limit(activation: str, w_std: float, b_std: float) -> dict[str, float]:
     """On the Edge of Chaos: ``q*``, the limit ``lambda`` of the NTK correlation and the
     coefficient ``alpha`` of ``Theta^L(x, x') / L = lambda q* + alpha log(L) / L + O(1/L)``
     (module docstring). ReLU: only ``(sigma_b, sigma_w) = (0, sqrt 2)``, where ``q* = q^1``
-    is whatever the input gives; ``q* = 1`` is returned (the kernel scales with it)."""
+    is whatever the input gives; ``q* = 1`` is returned (the kernel scales with it).
+
+    A smooth activation needs ``q* > 0``: where ``q* = 0`` (``sigma_b = 0`` and
+    ``phi(0) = 0``, e.g. tanh at ``sigma_w = 1``) ``a = 0`` and the division raises
+    ``ZeroDivisionError``.
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w`` on the Edge of Chaos
+            (:func:`ntklib.eoc.eoc_w_std`); ``chi`` more than 1e-8 from 1 (for ReLU, any
+            point but ``(sigma_b, sigma_w) = (0, sqrt 2)``) raises ``ValueError``.
+        b_std: bias standard deviation ``sigma_b``.
+
+    Returns:
+        A dict with ``"q"`` (``q*``), ``"lambda"`` and ``"alpha"``; for a smooth activation
+        also the expansion's coefficients ``"a" = f''(1) / 2`` and ``"b" = f'''(1) / 6``.
+    """
     if activation in RELU_LIKE:
         if b_std != 0.0 or not math.isclose(w_std, math.sqrt(2.0), rel_tol=1e-12):
             raise ValueError("the ReLU Edge of Chaos is (sigma_b, sigma_w) = (0, sqrt 2)")
@@ -201,7 +288,15 @@ def eoc_limit(activation: str, w_std: float, b_std: float) -> dict[str, float]:
 def ordered_rate(activation: str, w_std: float, b_std: float) -> float:
     """Predicted exponential rate (per layer, negative) of ``Theta^L - q*/(1 - chi)`` in the
     ordered phase: ``log(chi) / 2`` for ReLU-like activations, ``log chi`` (times a factor
-    ``L``) for smooth ones."""
+    ``L``) for smooth ones (module docstring).
+
+    Arguments:
+        activation: name of the nonlinearity ``phi``; ``"relu"`` counts as ReLU-like, any
+            other as smooth.
+        w_std: weight standard deviation ``sigma_w``.
+        b_std: bias standard deviation ``sigma_b``; ``chi(sigma_w, sigma_b) >= 1`` raises
+            ``ValueError``.
+    """
     chi = eoc.chi(activation, w_std, b_std)
     if not chi < 1.0:
         raise ValueError(f"chi = {chi} >= 1: not in the ordered phase")
@@ -210,7 +305,14 @@ def ordered_rate(activation: str, w_std: float, b_std: float) -> float:
 
 def chaotic_rate(activation: str, w_std: float, b_std: float) -> float:
     """Predicted rate (negative) at which the NTK correlation of two distinct inputs goes to
-    0 in the chaotic phase: ``-log chi``."""
+    0 in the chaotic phase: ``-log chi`` (module docstring).
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w``.
+        b_std: bias standard deviation ``sigma_b``; ``chi(sigma_w, sigma_b) <= 1`` raises
+            ``ValueError``.
+    """
     chi = eoc.chi(activation, w_std, b_std)
     if not chi > 1.0:
         raise ValueError(f"chi = {chi} <= 1: not in the chaotic phase")
@@ -224,7 +326,18 @@ def fit_log_coefficient(
     (+ zeta log(L)^2/L)``, fitted by least squares over ``L >= l_min`` for each column of ``y``
     (shape (len(layers), m)). Returns ``(alpha with five terms, alpha with four terms)``: their
     difference is the size of what the truncated expansion leaves in ``alpha``. ``y`` is
-    ``L`` times the deviation of a normalized kernel from its limit (``log L / L`` rates)."""
+    ``L`` times the deviation of a normalized kernel from its limit (``log L / L`` rates).
+
+    Arguments:
+        layers: the depths ``L``, shape (len(layers),).
+        y: the values ``y_L``, shape (len(layers),) or (len(layers), m).
+        l_min: the smallest depth fitted (keyword-only, no default); at least 10 layers must
+            be ``>= l_min`` (else ``ValueError``).
+
+    Returns:
+        ``(alpha with five terms, alpha with four terms)``, NumPy scalars (arrays of shape
+        (m,) for a two-dimensional ``y``).
+    """
     ls = np.asarray(layers, float)
     sel = ls >= l_min
     if sel.sum() < 10:
@@ -241,7 +354,18 @@ def fit_exponential_rate(layers: np.ndarray, dev: np.ndarray, *, linear_prefacto
     """The rate ``r`` of ``|dev_L| = |A L + B| e^{r L}`` (``linear_prefactor``, the smooth
     ordered phase, where the forcing resonates) or ``|dev_L| = C e^{r L}``, by least squares
     on ``log |dev|`` over the given layers (one pair of inputs: the sign of ``A L + B`` is
-    fixed there, a maximum over pairs may switch between pairs)."""
+    fixed there, a maximum over pairs may switch between pairs).
+
+    Arguments:
+        layers: the depths ``L``, shape (len(layers),).
+        dev: the deviations ``dev_L`` at those depths, nonzero, shape (len(layers),).
+        linear_prefactor: fit ``|A L + B| e^{r L}`` (``True``; started from the straight-line
+            fit) or ``C e^{r L}`` (``False``: a straight line through ``log |dev|``)
+            (keyword-only, no default).
+
+    Returns:
+        The rate ``r`` per layer, a float.
+    """
     ls, y = np.asarray(layers, float), np.log(np.abs(np.asarray(dev, float)))
     r0, c0 = np.polyfit(ls, y, 1)
     if not linear_prefactor:
@@ -264,7 +388,20 @@ def extrapolate_log_expansion(
 
     Returns ``(prediction with five terms, prediction with four terms)``: their difference is
     an estimate of what the truncated expansion leaves in the prediction, independent of the
-    value of ``y`` at ``l_target`` (which the fit never sees when ``l_max < l_target``)."""
+    value of ``y`` at ``l_target`` (which the fit never sees when ``l_max < l_target``).
+
+    Arguments:
+        layers: the depths ``L``, shape (len(layers),).
+        y: the values ``y_L``, shape (len(layers),) or (len(layers), m).
+        l_min: the smallest depth fitted, ``> 0`` (keyword-only, no default).
+        l_max: the largest depth fitted, ``> l_min`` (keyword-only, no default); at least 10
+            layers must lie in ``[l_min, l_max]`` (else ``ValueError``).
+        l_target: the depth predicted, a finite number ``> 0`` (keyword-only, no default).
+
+    Returns:
+        ``(prediction with five terms, prediction with four terms)``, NumPy scalars (arrays
+        of shape (m,) for a two-dimensional ``y``).
+    """
     ls = np.asarray(layers, float)
     if not (0 < l_min < l_max and np.isfinite(l_target) and l_target > 0):
         raise ValueError(
@@ -291,7 +428,19 @@ def eoc_condition_log_coefficient(n_points: int, lam: float, alpha: float, q: fl
     O(1)`` for ``n_points`` inputs at ``q*``: the ``log L / L`` term of every off-diagonal
     entry of ``Theta^L / (L q*)`` is the same, ``alpha / q*`` times ``11^T - I``, which moves
     ``lambda`` in ``kappa(lambda) = (1 + (N-1) lambda) / (1 - lambda)``; ``d kappa / d lambda
-    = N / (1 - lambda)^2``. The ``1/L`` terms differ by pair and only move the ``O(1)``."""
+    = N / (1 - lambda)^2``. The ``1/L`` terms differ by pair and only move the ``O(1)``.
+    Hence ``A = N alpha / (q* (1 - lambda)^2)``.
+
+    Arguments:
+        n_points: the number ``N`` of inputs, an int ``>= 2``.
+        lam: the limit ``lambda`` of the NTK correlation, in ``(0, 1)``
+            (:func:`eoc_limit`).
+        alpha: the coefficient ``alpha`` of ``log(L) / L`` (:func:`eoc_limit`).
+        q: the fixed point ``q*``, ``> 0``.
+
+    Returns:
+        ``A``, a float.
+    """
     if not (isinstance(n_points, int) and n_points >= 2 and 0 < lam < 1 and q > 0):
         raise ValueError("need n_points >= 2, 0 < lambda < 1, q > 0")
     return n_points * alpha / (q * (1.0 - lam) ** 2)

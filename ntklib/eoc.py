@@ -18,9 +18,12 @@ with ``q*`` the fixed point of ``F``. The slope of ``f`` at ``c = 1`` is
 computed with adaptive quadrature on each half-line (the activations may have a kink at 0),
 to about 1e-12; the two-dimensional one in :func:`correlation_map` by the kernel maps of
 :mod:`ntklib.kernel_maps` (closed forms, else the Gauss-Kronrod map), the maps of
-:func:`ntklib.kernels`. NumPy/SciPy floats: these
-are scalar root-finding problems, not array programs (the library's kernel recursions for
-deep networks are in :mod:`ntklib.infinite`).
+:func:`ntklib.kernels`. NumPy/SciPy floats: these are scalar root-finding problems, not array
+programs (the library's kernel recursions for deep networks are in :mod:`ntklib.infinite`).
+
+Every function that takes them checks ``w_std`` and ``b_std`` (finite numbers ``>= 0``, else
+``TypeError`` or ``ValueError``) and the activation's name
+(:func:`ntklib.activations.get_activation`); :func:`eoc_curve` turns a ``ValueError`` into NaN.
 """
 
 from __future__ import annotations
@@ -83,7 +86,21 @@ def _numpy_activation(activation: str) -> tuple[Callable, Callable]:
 
 
 def gauss_mean(g: Callable[[float], float], q: float) -> float:
-    """``E[g(sqrt(q) Z)]``, ``Z ~ N(0, 1)``, by adaptive quadrature on each half-line."""
+    """``E[g(sqrt(q) Z)]``, ``Z ~ N(0, 1)``, by adaptive quadrature on each half-line.
+
+    The integrand ``g(sqrt(q) z) exp(-z^2 / 2) / sqrt(2 pi)`` is integrated over ``(-inf, 0]``
+    and ``[0, inf)`` separately (SciPy's ``quad``, ``epsabs=1e-13``, ``epsrel=1e-12``), so a
+    kink of ``g`` at 0 costs no accuracy.
+
+    Arguments:
+        g: a float -> float function; it is called many times, so plain Python (not a JAX
+            call) is fastest.
+        q: the variance of the argument ``sqrt(q) Z``, a finite number ``>= 0`` (else
+            ``ValueError``).
+
+    Returns:
+        The expectation, a float.
+    """
     if not (math.isfinite(q) and q >= 0):
         raise ValueError(f"variance q must be a finite number >= 0, got {q!r}")
     s = math.sqrt(q)
@@ -103,7 +120,20 @@ def _check(w_std: float, b_std: float) -> None:
 
 
 def variance_map(q: float, activation: str, w_std: float, b_std: float) -> float:
-    """``F(q) = sigma_w^2 E[phi(sqrt(q) Z)^2] + sigma_b^2``."""
+    """The variance map ``F(q) = sigma_w^2 E[phi(sqrt(q) Z)^2] + sigma_b^2``, ``Z ~ N(0, 1)``.
+
+    The pre-activation variance of layer ``l + 1`` from that of layer ``l`` (module docstring;
+    Poole et al. 2016; Hayou, Doucet & Rousseau 2019, Sec. 2), by :func:`gauss_mean`.
+
+    Arguments:
+        q: the variance ``q_l``, a finite number ``>= 0``.
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w``, a finite number ``>= 0``.
+        b_std: bias standard deviation ``sigma_b``, a finite number ``>= 0``.
+
+    Returns:
+        ``F(q)``, a float.
+    """
     _check(w_std, b_std)
     phi, _ = _numpy_activation(activation)
     return w_std**2 * gauss_mean(lambda u: phi(u) ** 2, q) + b_std**2
@@ -118,6 +148,16 @@ def q_star(activation: str, w_std: float, b_std: float, *, q_max: float = 1e8) -
     (``F(q) > q`` up to ``q_max``: e.g. ReLU with ``sigma_w^2 > 2``, or ``= 2`` with
     ``sigma_b > 0``), or for a positively homogeneous activation on its critical line, where
     every ``q`` is fixed.
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w``, a finite number ``>= 0``.
+        b_std: bias standard deviation ``sigma_b``, a finite number ``>= 0``.
+        q_max: the largest upper end of the bracket (keyword-only), default 1e8: where
+            ``F(q) > q`` still holds beyond it, the variance is declared divergent.
+
+    Returns:
+        ``q*``, a float (``0.0`` for the zero fixed point).
     """
     _check(w_std, b_std)
     phi, _ = _numpy_activation(activation)
@@ -148,7 +188,23 @@ def q_star(activation: str, w_std: float, b_std: float, *, q_max: float = 1e8) -
 
 
 def chi(activation: str, w_std: float, b_std: float, q: float | None = None) -> float:
-    """``chi = sigma_w^2 E[phi'(sqrt(q) Z)^2]`` at ``q`` (default: ``q*``)."""
+    """The slope ``chi = sigma_w^2 E[phi'(sqrt(q) Z)^2]`` of the correlation map at ``c = 1``.
+
+    ``chi < 1``: ordered phase, ``chi > 1``: chaotic, ``chi = 1``: the Edge of Chaos (module
+    docstring; Schoenholz et al. 2017; Hayou, Doucet & Rousseau 2019).
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w``, a finite number ``>= 0``.
+        b_std: bias standard deviation ``sigma_b``, a finite number ``>= 0``; it enters
+            through ``q*`` only (checked, but unused, when ``q`` is given).
+        q: the variance at which ``chi`` is evaluated, a finite number ``>= 0``, default
+            ``None``: the fixed point ``q*`` of :func:`q_star` (whose ``ValueError`` passes
+            through where the variance diverges).
+
+    Returns:
+        ``chi``, a float.
+    """
     _check(w_std, b_std)
     _, dphi = _numpy_activation(activation)
     q = q_star(activation, w_std, b_std) if q is None else q
@@ -161,6 +217,17 @@ def correlation_map(c: float, activation: str, w_std: float, b_std: float) -> fl
     ``E[phi(u) phi(v)]``, ``(u, v) ~ N(0, q* [[1, c], [c, 1]])``, from the same kernel map as
     :func:`ntklib.kernels` (:func:`ntklib.kernel_maps.kernel_map`, ``method="auto"``: the closed
     form where there is one, else the Gauss-Kronrod map, about 1e-14), in float64.
+
+    Arguments:
+        c: the correlation ``c_l``, a number in ``[-1, 1]`` (else ``ValueError``).
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        w_std: weight standard deviation ``sigma_w``, a finite number ``>= 0``.
+        b_std: bias standard deviation ``sigma_b``, a finite number ``>= 0``.
+
+    Returns:
+        ``c_{l+1} = f(c)``, a float. ``q*`` comes from :func:`q_star` (its ``ValueError``
+        passes through); where ``q* = 0`` (``sigma_b = 0`` and ``phi(0) = 0`` on the ordered
+        side) there is no correlation and the division raises ``ZeroDivisionError``.
     """
     if not -1.0 <= c <= 1.0:
         raise ValueError(f"c must be a correlation in [-1, 1], got {c}")
@@ -181,8 +248,22 @@ def eoc_w_std(
     and the EOC is the single point ``sigma_b = 0``, ``sigma_w = 1 / sqrt(E[phi'(Z)^2])``
     (``sqrt 2`` for ReLU): with ``sigma_b > 0`` the variance diverges there. With
     ``sigma_b = 0`` and ``phi(0) = 0`` (tanh, erf), ``q* = 0`` on the ordered side and the EOC
-    is ``sigma_w = 1 / |phi'(0)|``. Raises
-    ``ValueError`` when there is no root in ``bracket``.
+    is ``sigma_w = 1 / |phi'(0)|`` (the rule applied to every activation with ``phi(0) = 0``
+    and ``phi'(0) != 0``). Otherwise Brent's method on ``chi - 1`` over
+    ``bracket``, whose upper end is first lowered (by factors of 0.9) while the variance
+    diverges there; if ``chi - 1`` then has one sign only, a bisection walks towards the
+    divergence, where ``chi`` may cross 1 just below it (unbounded activations at large
+    ``sigma_b``, e.g. ELU). Raises ``ValueError`` when there is no root in ``bracket``.
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        b_std: bias standard deviation ``sigma_b``, a finite number ``>= 0``.
+        bracket: the interval ``(lo, hi)`` of ``sigma_w`` searched (keyword-only), default
+            ``(0.05, 10.0)``; not used for positively homogeneous activations or at
+            ``sigma_b = 0`` with ``phi(0) = 0``, where the EOC is known in closed form.
+
+    Returns:
+        ``sigma_w`` on the Edge of Chaos, a float.
     """
     _check(1.0, b_std)
     if activation in HOMOGENEOUS:
@@ -241,7 +322,17 @@ def eoc_w_std(
 
 def eoc_curve(activation: str, b_stds: Sequence[float]) -> np.ndarray:
     """:func:`eoc_w_std` at each ``sigma_b``, NaN where the activation has no Edge of Chaos
-    there (ReLU at ``sigma_b > 0``, or any root outside the solver's bracket)."""
+    there (ReLU at ``sigma_b > 0``, or any root outside the solver's bracket).
+
+    Arguments:
+        activation: name of the nonlinearity ``phi`` (see :mod:`ntklib.activations`).
+        b_stds: the bias standard deviations ``sigma_b``, a sequence of numbers ``>= 0``
+            (each solved with :func:`eoc_w_std`'s default bracket).
+
+    Returns:
+        The EOC curve ``sigma_w(sigma_b)``, a float64 NumPy array of shape
+        ``(len(b_stds),)``.
+    """
     out = np.full(len(b_stds), np.nan)
     for i, b in enumerate(b_stds):
         try:

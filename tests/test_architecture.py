@@ -133,7 +133,7 @@ def test_docstring_formula_blocks_become_literal_blocks():
 
 DOCUMENTED = (
     "mlp empirical train hierarchy nth ode narrow finite sweep keys trig activations"
-    " kernel_maps infinite stats"
+    " kernel_maps infinite stats eoc depth"
 ).split()
 
 
