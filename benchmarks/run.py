@@ -43,6 +43,7 @@ import gauss_reference as G  # noqa: E402
 import workloads as W  # noqa: E402
 
 from ntkbook import performance  # noqa: E402
+from ntklib._io import atomic_write_bytes  # noqa: E402
 
 
 def peer_python() -> Path:
@@ -428,6 +429,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=list(W.SIZES), default="small")
     ap.add_argument("--no-peer", action="store_true", help="skip neural-tangents (ntklib only)")
+    ap.add_argument(
+        "--keep-accuracy",
+        action="store_true",
+        help="keep this run's accuracy rows in benchmarks/results/accuracy.json (any size), "
+        "which the Performance page shows when the committed run has none",
+    )
     args = ap.parse_args(argv)
     records = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -454,13 +461,22 @@ def main(argv=None) -> int:
     (ROOT / "_build" / "bench.json").write_text(text)
     print(performance.targets_table(rows))
     print(performance.table(rows))
+    kept = []
     if args.size in performance.SIZES_SHOWN:  # kept, and shown on the book's Performance page
-        kept = ROOT / performance.RESULTS / f"{args.size}.json"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        tmp = kept.with_suffix(".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, kept)
-        print(f"wrote {kept} (commit it: the Performance page shows it)", file=sys.stderr)
+        kept.append((ROOT / performance.RESULTS / f"{args.size}.json", report))
+    accuracy = [r for r in rows if r["bench"] == "accuracy"]
+    if accuracy and args.keep_accuracy:  # the page shows the newest accuracy rows of any size
+        env = [r for r in records if r["bench"] in ("env", "accuracy")]
+        kept.append(
+            (
+                ROOT / performance.RESULTS / "accuracy.json",
+                {**report, "records": env, "rows": accuracy},
+            )
+        )
+    for path, content in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (json.dumps(content, indent=2) + "\n").encode())
+        print(f"wrote {path} (commit it: the Performance page shows it)", file=sys.stderr)
     print(f"wrote {ROOT / '_build' / 'bench.json'}", file=sys.stderr)
     return 0
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from ntkbook.numbers import cell
+
 STATUSES = {
     "checked": "checked",
     "special-case": "checked in a special case",
@@ -79,10 +81,6 @@ def problems(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def markdown(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> str:
     """The "What is checked" tables, one per paper, each check linked to its chapter."""
     if not ledger:
@@ -111,11 +109,11 @@ def markdown(ledger: dict[str, Any], checks: list[dict[str, Any]]) -> str:
                 mark = "✓" if c and c["passed"] else "✗"
                 chapter, _, check_name = name.partition(": ")
                 doc = f"/book/chapters/{chapter}/{chapter}"
-                detail.append(f"{mark} {{doc}}`{chapter} <{doc}>`: {_cell(check_name)}")
+                detail.append(f"{mark} {{doc}}`{chapter} <{doc}>`: {cell(check_name)}")
             if r.get("why"):
-                detail.append(_cell(r["why"]))
+                detail.append(cell(r["why"]))
             parts.append(
-                f"| {_cell(r.get('result', ''))} | {_cell(r.get('claim', ''))} "
+                f"| {cell(r.get('result', ''))} | {cell(r.get('claim', ''))} "
                 f"| {STATUSES.get(status, status)} | {'<br>'.join(detail)} |"
             )
         parts.append("")

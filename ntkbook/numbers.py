@@ -1,4 +1,5 @@
-"""Numbers as a reader should see them: with the digits their uncertainty supports."""
+"""Numbers (and table cells) as a reader should see them: with the digits their uncertainty
+supports, and text that cannot break a markdown table."""
 
 from __future__ import annotations
 
@@ -45,3 +46,8 @@ def number(c: dict[str, Any], key: str) -> float | None:
     if key in c.get("nonfinite", {}):
         return float(c["nonfinite"][key])
     return c.get(key)
+
+
+def cell(s: Any) -> str:
+    """``s`` as one markdown table cell: ``|`` escaped, newlines joined."""
+    return str(s).replace("|", "\\|").replace("\n", " ")

@@ -15,6 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ntkbook.numbers import cell
 from ntklib._io import atomic_write, atomic_write_bytes
 
 RESULTS = Path("benchmarks") / "results"
@@ -30,6 +31,43 @@ def latest_report(root: Path) -> dict[str, Any] | None:
         if path.exists():
             return json.loads(path.read_text())
     return None
+
+
+def accuracy_report(root: Path, report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The accuracy rows to show: the shown report's own, else the last run that measured them
+    (``benchmarks/results/accuracy.json``, written by every ``make bench``)."""
+    if report and any(r["bench"] == "accuracy" for r in report["rows"]):
+        return report
+    path = root / RESULTS / "accuracy.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def accuracy_table(report: dict[str, Any]) -> str:
+    """Markdown: per activation, each implementation's largest error against the nested
+    adaptive quadrature, and the time per layer of both ntklib rules."""
+    rows = [r for r in report["rows"] if r["bench"] == "accuracy"]
+    lines = [
+        f"Measured {report['time']} on {report['machine']} (size `{report['size']}`). Error: the "
+        "largest |K - K_ref| / sqrt(K(x,x) K(x',x')) of the NTK on the same inputs, against a "
+        "nested adaptive quadrature in float64 (tolerance 1e-13, `benchmarks/gauss_reference.py`); "
+        "time: one layer of the recursion on the same batch.",
+        "",
+        "| activation | inputs | ntklib (Gauss–Kronrod) | ntklib, old 64-point Gauss–Hermite "
+        "| neural-tangents | time per layer: Gauss–Kronrod / Gauss–Hermite |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        peer = (
+            "—"
+            if r.get("peer_error") is None
+            else f"{fmt(r['peer_error'], '.1e')} ({r['peer_impl']})"
+        )
+        lines.append(
+            f"| {r['activation']} | {cell(r['workload'])} | {fmt(r['ntklib_error'], '.1e')} "
+            f"| {fmt(r['hermite_error'], '.1e')} | {peer} | {fmt(r['seconds_per_layer'])} s / "
+            f"{fmt(r['hermite_seconds_per_layer'])} s ({r['timing']}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def fmt(v: float | None, spec: str = ".3g") -> str:
@@ -48,9 +86,9 @@ def table(rows: list[Row]) -> str:
             f"{100 * r['matmul_fraction']:.1f} % of matmul peak" if r.get("matmul_fraction") else ""
         )
         lines.append(
-            f"| {r['bench']} | {r['workload']} | {fmt(r['ntklib'])} | {r['peer'] or '—'} | "
+            f"| {r['bench']} | {cell(r['workload'])} | {fmt(r['ntklib'])} | {r['peer'] or '—'} | "
             f"{fmt(r['peer_seconds'])} | {fmt(r['ratio'])} | {_compile(r)} | "
-            f"{fmt(r['agreement'], '.1e')} | {note} |"
+            f"{fmt(r['agreement'], '.1e')} | {cell(note)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -225,19 +263,31 @@ def plot(rows: list[Row], path: Path) -> None:
     fig.savefig(path, dpi=110, metadata={"Software": None})
 
 
-def page(report: dict[str, Any], image: str) -> str:
-    """The page's generated part: provenance, the targets, the plot, the full table."""
+def page(report: dict[str, Any], image: str, accuracy: dict[str, Any] | None = None) -> str:
+    """The page's generated part: provenance, the targets, the plot, the accuracy of the
+    kernel maps (when measured), the full table."""
     envs = "; ".join(r["impl"] for r in report["records"] if r["bench"] == "env")
+    acc = (
+        ""
+        if accuracy is None
+        else "## Accuracy of the infinite-width kernel maps\n\n" + accuracy_table(accuracy) + "\n"
+    )
     return (
         f"Measured {report['time']} on {report['machine']} (size `{report['size']}`; {envs}).\n\n"
         "## Targets\n\n" + targets_table(report["rows"]) + "\n## Time against size\n\n"
         f"```{{image}} {image}\n:alt: time against size for ntklib and neural-tangents\n```\n\n"
-        "## Every workload\n\n" + table(report["rows"])
+        + acc
+        + "## Every workload\n\n"
+        + table(report["rows"])
     )
 
 
-def write_page(report: dict[str, Any] | None, generated: Path) -> None:
-    """Write ``performance.md`` (and its plot) into ``generated``, each by write-then-rename."""
+def write_page(
+    report: dict[str, Any] | None, generated: Path, accuracy: dict[str, Any] | None = None
+) -> None:
+    """Write ``performance.md`` (and its plot) into ``generated``, each by write-then-rename;
+    ``accuracy`` (default ``None``: the report's own rows, if any) is the run whose accuracy rows
+    the page shows (:func:`accuracy_report`)."""
     generated.mkdir(parents=True, exist_ok=True)
     md = generated / "performance.md"
     if report is None:
@@ -245,5 +295,5 @@ def write_page(report: dict[str, Any] | None, generated: Path) -> None:
     else:
         png = generated / "performance.png"
         atomic_write(png, lambda p: plot(report["rows"], p))
-        text = page(report, f"_generated/{png.name}")
+        text = page(report, f"_generated/{png.name}", accuracy or accuracy_report(Path(), report))
     atomic_write_bytes(md, text.encode())

@@ -25,8 +25,8 @@ import mathjax
 import yaml
 
 from ntkbook import ledger
-from ntkbook.numbers import comparison_text, number, sig
-from ntkbook.performance import latest_report, write_page
+from ntkbook.numbers import cell, comparison_text, number, sig
+from ntkbook.performance import accuracy_report, latest_report, write_page
 from ntkbook.project import PROFILES, Project, UsageError, library_hash
 from ntklib._io import atomic_write_bytes
 
@@ -49,10 +49,6 @@ def collect_runs(project: Project) -> list[dict[str, Any]]:
     return runs
 
 
-def _cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def status_mark(c: dict[str, Any]) -> str:
     if c["passed"]:
         return "✓"
@@ -62,10 +58,10 @@ def status_mark(c: dict[str, Any]) -> str:
 def _check_block(c: dict[str, Any]) -> str:
     alt = c.get("alternative")
     rules = (
-        f"rules out *{_cell(alt['meaning'])}* ({sig(alt['value'])})"
+        f"rules out *{cell(alt['meaning'])}* ({sig(alt['value'])})"
         if alt and c.get("rules_out")
         else (
-            f"**would also pass under** *{_cell(alt['meaning'])}*"
+            f"**would also pass under** *{cell(alt['meaning'])}*"
             if alt
             else "**no alternative named**"
         )
@@ -73,10 +69,10 @@ def _check_block(c: dict[str, Any]) -> str:
     source = {"derived": " (derived here)", "measured": " (measured here)"}.get(c.get("source"), "")
     params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
     lines = [
-        f"````{{dropdown}} {status_mark(c)} {_cell(c['name'])}: {comparison_text(c)}",
-        f"- **Statement:** {{cite:t}}`{c['paper']}`, {_cell(c['theorem'])}{source}",
-        f"- **Tolerance:** {sig(number(c, 'tolerance'), 3)}; {_cell(c['why'])}"
-        + (f" (exact: {_cell(c['exact'])})" if c.get("exact") else "")
+        f"````{{dropdown}} {status_mark(c)} {cell(c['name'])}: {comparison_text(c)}",
+        f"- **Statement:** {{cite:t}}`{c['paper']}`, {cell(c['theorem'])}{source}",
+        f"- **Tolerance:** {sig(number(c, 'tolerance'), 3)}; {cell(c['why'])}"
+        + (f" (exact: {cell(c['exact'])})" if c.get("exact") else "")
         + (" **(a tolerance of 0 without a reason)**" if c.get("tolerance_ok") is False else ""),
         f"- **Alternative:** {rules}"
         + (
@@ -84,7 +80,7 @@ def _check_block(c: dict[str, Any]) -> str:
             if not alt or alt.get("measured") in (None, c.get("measured"))
             else f"; under it the measurement reads {sig(alt['measured'])}"
         ),
-        f"- **Run:** profile `{c['profile']}`; {_cell(params)}",
+        f"- **Run:** profile `{c['profile']}`; {cell(params)}",
         "````",
         "",
     ]
@@ -134,10 +130,10 @@ def runs_markdown(runs: list[dict[str, Any]], caps: dict[str, dict[str, str]] | 
         when = r.get("computed_at", "—").replace("T", " ").removesuffix("Z")
         rows.append(
             f"| {r['chapter']} | {r['profile']} | {when} | {r['seconds']} | {r['checks'] - r['checks_failed']}/"
-            f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{_cell(r['command'])}` |"
+            f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{cell(r['command'])}` |"
         )
     notes = [
-        f"- `make publish PROFILE=full` builds {name} at `{cap['profile']}`: {_cell(cap['why'])}"
+        f"- `make publish PROFILE=full` builds {name} at `{cap['profile']}`: {cell(cap['why'])}"
         for name, cap in (caps or {}).items()
     ]
     return "\n".join(rows) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
@@ -192,7 +188,8 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
         project.generated / "runs_table.md",
         runs_markdown(collect_runs(project), publish_caps(project)),
     )
-    write_page(latest_report(project.root), project.generated)
+    report = latest_report(project.root)
+    write_page(report, project.generated, accuracy_report(project.root, report))
     return checks
 
 

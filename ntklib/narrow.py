@@ -210,13 +210,22 @@ def _check_scheme(scheme: str) -> None:
 
 
 def authors_scale(depth: int) -> float:
-    """The authors' scale ``C_L = L^2 / 2000`` (``C_100 = 5``, ``C_10000 = 5 10^4``)."""
+    """The authors' scale ``C_L = L^2 / 2000`` (``C_100 = 5``, ``C_10000 = 5 10^4``).
+
+    Arguments:
+        depth: the number of hidden layers ``L`` (an int ``>= 1``).
+    """
     return _checks.integer("depth", depth) ** 2 / 2000.0
 
 
 def authors_rate(depth: int, scale: float) -> float:
     """The authors' learning rate ``0.25 / (L C_L^2)`` on the mean squared error (``1e-4`` at
-    ``L = 100, C = 5``; ``1e-14`` at ``L = 10^4, C = 5 10^4``)."""
+    ``L = 100, C = 5``; ``1e-14`` at ``L = 10^4, C = 5 10^4``).
+
+    Arguments:
+        depth: the number of hidden layers ``L`` (an int ``>= 1``).
+        scale: the scale ``C_L`` (``> 0``), e.g. :func:`authors_scale`.
+    """
     return 0.25 / (
         _checks.integer("depth", depth) * _checks.number("scale", scale, strict=True) ** 2
     )

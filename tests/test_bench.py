@@ -62,6 +62,13 @@ def test_benchmarks_run_and_agree_at_tiny_size(tmp_path):
     page = (gen / "performance.md").read_text()
     assert "| gram |" in page and "## Targets" in page and (gen / "performance.png").stat().st_size
     assert not list(gen.glob(".*"))  # no temporary file left
+    # the accuracy row: each rule against the nested-quadrature reference, the new map at 1e-13
+    acc = {r["activation"]: r for r in rows if r["bench"] == "accuracy"}
+    assert set(acc) == {"tanh", "gelu"} and "## Accuracy of the infinite-width kernel maps" in page
+    for r in acc.values():
+        assert r["ntklib_error"] < 1e-13 < r["hermite_error"], r  # the old rule is off
+    if with_peer:
+        assert acc["tanh"]["peer_error"] > 1e-3 and acc["gelu"]["peer_error"] < 1e-13
 
 
 def _row(bench, workload, ntklib, peer, peer_seconds, agreement=None, **extra):
@@ -121,6 +128,8 @@ def test_targets_are_judged_on_the_worst_size():
 
 def test_committed_results_are_a_real_run_the_page_can_show():
     report = performance.latest_report(ROOT)
+    accuracy = performance.accuracy_report(ROOT, report)
+    assert accuracy is not None and "Gauss–Kronrod" in performance.accuracy_table(accuracy)
     assert report is not None, "benchmarks/results/ holds no run: run make bench and commit it"
     assert report["size"] in performance.SIZES_SHOWN
     assert {r["bench"] for r in report["rows"]} >= {"gram", "kernel", "mc", "k3", "book"}
