@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: setup book publish test lint format ci clean bench
+.PHONY: setup book publish test test-all lint format ci clean bench peer
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ publish: PROFILE = full
 publish: $(STAMP)
 	$(PY) -m ntkbook publish --profile $(PROFILE)
 
-## make test: set up .venv, run the test suite
+## make test: set up .venv, run the fast tier of the test suite (two workers)
 test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+## make test-all: both tiers; the slow one needs every chapter at ci (make book PROFILE=ci,
+## else its first test runs them) and uses neural-tangents' environment where it exists
+test-all: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -45,6 +50,10 @@ ci: lint
 
 clean:
 	rm -rf _build book/chapters book/_generated book/_static
+
+## make peer: create neural-tangents' own environment (.peer-venv/) once; make bench needs it
+peer: $(STAMP)
+	$(PY) benchmarks/run.py --setup-peer
 
 ## make bench: ntklib against neural-tangents (creates .peer-venv once); SIZE=tiny|small|full
 SIZE ?= small

@@ -20,6 +20,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ntkbook.numbers import comparison_text
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
 from ntkbook.publish import check_destination, plan, swap_in, tree_key
-from ntkbook.runner import ChapterFailed, cache_key, is_fresh, run_chapter
+from ntkbook.runner import ChapterFailed, cache_key, is_fresh, last_times, run_chapter
 from ntkbook.site import build_site, collect_checks, write_dashboard
 
 
@@ -92,24 +93,62 @@ def cmd_list(project: Project, args) -> int:
     return 0
 
 
+def _last_time_text(ch: Chapter, profile: str) -> str:
+    last = last_times(ch).get(profile)
+    return f"last {profile} run {last['seconds']:.0f} s" if last else f"no earlier {profile} run"
+
+
 def _run_one(
-    project: Project, ch: Chapter, profile: str, values, overrides, force: bool
+    project: Project,
+    ch: Chapter,
+    profile: str,
+    values,
+    overrides,
+    force: bool,
+    *,
+    started: float | None = None,
+    heartbeat: float = 30.0,
 ) -> dict | None:
+    """Run one chapter unless fresh, with a progress line when it starts, one every
+    ``heartbeat`` seconds while it runs (elapsed, against its last measured time at this
+    profile), and one when it is done; ``started`` is the build's start (its total elapsed)."""
+    t_build = time.perf_counter() if started is None else started
     key = cache_key(ch, values)
     if not force and is_fresh(ch, key):
-        print(f"{ch.name}: unchanged since its last successful run (cached; --force reruns)")
+        print(
+            f"{ch.name}: done (cached: unchanged since its last successful run; --force reruns); "
+            f"{time.perf_counter() - t_build:.0f} s elapsed",
+            flush=True,
+        )
         return json.loads((ch.outdir / "run.json").read_text())
     t0 = time.perf_counter()
-    print(f"{ch.name}: running")
-    rec = run_chapter(ch, profile, values, overrides)
+    last = _last_time_text(ch, profile)
+    print(f"{ch.name}: running ({last})", flush=True)
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(heartbeat):
+            print(
+                f"  {ch.name}: running, {time.perf_counter() - t0:.0f} s ({last}); "
+                f"{time.perf_counter() - t_build:.0f} s elapsed in all",
+                flush=True,
+            )
+
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        rec = run_chapter(ch, profile, values, overrides)
+    finally:
+        stop.set()
     status = (
         "all checks pass"
         if rec["checks_failed"] == 0
         else f"{rec['checks_failed']} of {rec['checks']} checks FAIL"
     )
     print(
-        f"{ch.name}: done in {time.perf_counter() - t0:.1f} s; {rec['checks']} checks ({status}), "
-        f"{len(rec['figures'])} figures -> {ch.outdir.relative_to(project.root)}"
+        f"{ch.name}: done in {time.perf_counter() - t0:.1f} s ({last}); {rec['checks']} checks "
+        f"({status}), {len(rec['figures'])} figures -> {ch.outdir.relative_to(project.root)}; "
+        f"{time.perf_counter() - t_build:.0f} s elapsed",
+        flush=True,
     )
     return rec
 
@@ -128,7 +167,7 @@ def cmd_build(project: Project, args) -> int:
     t0 = time.perf_counter()
     for i, (ch, values) in enumerate(resolved, 1):
         print(f"[{i}/{len(resolved)}] ", end="")
-        _run_one(project, ch, args.profile, values, {}, args.force)
+        _run_one(project, ch, args.profile, values, {}, args.force, started=t0)
     if args.no_site:
         checks = write_dashboard(project)
     else:
@@ -157,7 +196,7 @@ def cmd_publish(project: Project, args) -> int:
         if used != args.profile:
             print(f"({used} profile: see notebooks/publish.yml) ", end="")
         before = (ch.outdir / "run.json").read_bytes() if (ch.outdir / "run.json").exists() else b""
-        _run_one(project, ch, used, values, {}, args.force)
+        _run_one(project, ch, used, values, {}, args.force, started=t0)
         if (ch.outdir / "run.json").read_bytes() != before:
             reran.append(ch.name)
     checks = collect_checks(project)

@@ -15,8 +15,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ntkbook.files import atomic_write, atomic_write_bytes
 from ntkbook.numbers import cell
-from ntklib._io import atomic_write, atomic_write_bytes
 
 RESULTS = Path("benchmarks") / "results"
 SIZES_SHOWN = ("full", "small")  # preference order of the committed runs

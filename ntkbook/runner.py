@@ -26,10 +26,10 @@ import jupytext
 import nbformat
 import papermill
 
+from ntkbook.files import atomic_write_bytes
 from ntkbook.params import canonical
 from ntkbook.project import Chapter
 from ntkbook.protocol import git_commit, records, run_environment
-from ntklib._io import atomic_write_bytes
 
 
 class ChapterFailed(Exception):
@@ -69,6 +69,36 @@ def is_fresh(chapter: Chapter, key: str) -> bool:
     except (OSError, ValueError):
         return False
     return run.get("cache_key") == key and chapter.notebook_out.exists()
+
+
+def last_times(chapter: Chapter) -> dict[str, dict[str, Any]]:
+    """The chapter's last measured run time per profile, from its ``run.json``:
+    ``{profile: {"seconds": s, "computed_at": when, "git_commit": c}}`` (empty before a run)."""
+    try:
+        run = json.loads((chapter.outdir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    times = run.get("times")
+    if isinstance(times, dict):
+        return times
+    if "profile" in run and "seconds" in run and not run.get("overrides"):  # an older record
+        return {run["profile"]: {"seconds": run["seconds"], "computed_at": run.get("computed_at")}}
+    return {}
+
+
+def measured_times(
+    chapter: Chapter, profile: str, overrides: dict[str, Any], seconds: float, commit: str = ""
+) -> dict[str, dict[str, Any]]:
+    """:func:`last_times` with this run's time filed under ``profile``; a run with ``-p``
+    overrides is not the profile's run and leaves the record as it was."""
+    times = dict(last_times(chapter))
+    if not overrides:
+        times[profile] = {
+            "seconds": round(seconds, 1),
+            "computed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "git_commit": commit,
+        }
+    return times
 
 
 def rerun_command(chapter: str, profile: str, overrides: dict[str, Any]) -> str:
@@ -123,6 +153,7 @@ def run_chapter(
             "git_commit": commit,
             "computed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(time.perf_counter() - t0, 2),
+            "times": measured_times(chapter, profile, overrides, time.perf_counter() - t0, commit),
             "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks),
             "figures": [f["figure"] for f in figures],

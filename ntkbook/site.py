@@ -25,10 +25,10 @@ import mathjax
 import yaml
 
 from ntkbook import ledger
+from ntkbook.files import atomic_write_bytes
 from ntkbook.numbers import cell, comparison_text, number, sig
 from ntkbook.performance import accuracy_report, latest_report, write_page
 from ntkbook.project import PROFILES, Project, UsageError, library_hash
-from ntklib._io import atomic_write_bytes
 
 
 def collect_checks(project: Project) -> list[dict[str, Any]]:
@@ -119,17 +119,27 @@ def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _times_cell(r: dict[str, Any]) -> str:
+    times = r.get("times") or {}
+    return " / ".join(
+        f"{times[p]['seconds']:.0f} s" if p in times else "—" for p in ("ci", "quick", "full")
+    )
+
+
 def runs_markdown(runs: list[dict[str, Any]], caps: dict[str, dict[str, str]] | None = None) -> str:
-    """The runs behind the site; a chapter that ``make publish`` builds below the asked
-    profile (``notebooks/publish.yml``) says so, and why, under the table."""
+    """The runs behind the site, with each chapter's last measured time at every profile
+    (from its ``run.json``, as the runner recorded it); a chapter that ``make publish`` builds
+    below the asked profile (``notebooks/publish.yml``) says so, and why, under the table."""
     rows = [
-        "| chapter | profile | computed (UTC) | seconds | checks | figures | git commit | rerun |",
-        "|---|---|---|---|---|---|---|---|",
+        "| chapter | profile | computed (UTC) | seconds | last ci / quick / full | checks "
+        "| figures | git commit | rerun |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         when = r.get("computed_at", "—").replace("T", " ").removesuffix("Z")
         rows.append(
-            f"| {r['chapter']} | {r['profile']} | {when} | {r['seconds']} | {r['checks'] - r['checks_failed']}/"
+            f"| {r['chapter']} | {r['profile']} | {when} | {r['seconds']} | {_times_cell(r)} "
+            f"| {r['checks'] - r['checks_failed']}/"
             f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{cell(r['command'])}` |"
         )
     notes = [

@@ -1,11 +1,14 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import pytest
+
+from ntkbook import cli
 
 jax.config.update("jax_enable_x64", True)
 
@@ -38,13 +41,17 @@ seed: int = 0  # ≥ 0: root key
 fail: bool = False  # raise in the next cell
 good: bool = True  # whether the check passes
 nan: bool = False  # make the check's measured value NaN
+sleep: float = 0.0  # ≥ 0: seconds to wait inside the computation (to be killed there)
 ```
 
 ```{code-cell} ipython3
 import matplotlib.pyplot as plt
 
+import time
+
 from ntkbook import check, save_figure
 
+time.sleep(sleep)
 if fail:
     raise RuntimeError("asked to fail")
 fig, ax = plt.subplots()
@@ -86,6 +93,21 @@ def ntkbook(project: Path, *args: str) -> subprocess.CompletedProcess:
         env=env,
         timeout=600,
     )
+
+
+def ntkbook_here(project: Path, *args: str, capsys=None, monkeypatch=None) -> tuple[int, str, str]:
+    """``python -m ntkbook ARGS`` in this process (for refusals, which run nothing): its exit
+    status, stdout and stderr; ``capsys`` and ``monkeypatch`` are the test's fixtures."""
+    monkeypatch.chdir(project)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(list(args))
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -13,6 +13,9 @@ from ntkbook.project import Project
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the slow tier: it needs every chapter run at ci (.ci/run runs `make book PROFILE=ci` first)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def checks():

@@ -9,7 +9,9 @@ import sys
 import time
 
 import pytest
-from conftest import ntkbook, snapshot
+from conftest import DEMO, ROOT, ntkbook, snapshot
+
+pytestmark = pytest.mark.xdist_group("book")  # one worker builds the book once
 
 
 def _figure_bytes(project, chapter):
@@ -24,16 +26,15 @@ def _check_values(project, chapter):
     ]
 
 
-@pytest.mark.slow
 def test_same_parameters_give_identical_checks_and_figures(book_project):
-    first = ntkbook(book_project, "run", "infinite_width", "--profile", "ci", "--force")
-    assert first.returncode == 0, first.stderr
+    """A real chapter rerun with the parameters of the book's build (conftest) gives the same
+    checks and the same figure bytes; every test that reruns it uses those parameters."""
     checks1, figs1 = (
         _check_values(book_project, "infinite_width"),
         _figure_bytes(book_project, "infinite_width"),
     )
-    second = ntkbook(book_project, "run", "infinite_width", "--profile", "ci", "--force")
-    assert second.returncode == 0, second.stderr
+    again = ntkbook(book_project, "run", "infinite_width", "--profile", "ci", "--force")
+    assert again.returncode == 0, again.stderr
     assert _check_values(book_project, "infinite_width") == checks1
     figs2 = _figure_bytes(book_project, "infinite_width")
     assert figs2.keys() == figs1.keys() and len(figs1) == 6
@@ -54,11 +55,11 @@ def _start(project, *args):
     )
 
 
-def _wait_for_kernel_work(project, proc, seconds=120):
+def _wait_for_kernel_work(project, proc, chapter, seconds=120):
     """Wait until the chapter is executing (its temporary folder has a notebook in it)."""
     t0 = time.time()
     while time.time() - t0 < seconds:
-        if list((project / "_build" / "tmp").glob("infinite_width-*/*.ipynb")):
+        if list((project / "_build" / "tmp").glob(f"{chapter}-*/*.ipynb")):
             time.sleep(3)  # well inside the chapter's computation
             return
         assert proc.poll() is None, proc.communicate()
@@ -66,28 +67,26 @@ def _wait_for_kernel_work(project, proc, seconds=120):
     raise AssertionError("the chapter never started")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_killed_run_leaves_previous_results_and_next_run_succeeds(book_project, how):
-    out = book_project / "book" / "chapters" / "infinite_width"
+    """The demo chapter, told to wait 60 s inside its computation, is killed there."""
+    out = book_project / "book" / "chapters" / "demo"
     before = snapshot(out)
-    proc = _start(book_project, "run", "infinite_width", "--profile", "ci", "--force")
-    _wait_for_kernel_work(book_project, proc)
+    proc = _start(book_project, "run", "demo", "--profile", "ci", "--force", "-p", "sleep=60")
+    _wait_for_kernel_work(book_project, proc, "demo")
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)  # the runner alone: it must clean up after itself
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "previous results untouched" in err
-        assert not list((book_project / "_build" / "tmp").glob("infinite_width-*"))
+        assert not list((book_project / "_build" / "tmp").glob("demo-*"))
     else:
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, no chance to clean up
         proc.communicate(timeout=60)
     assert snapshot(out) == before
-    again = ntkbook(book_project, "run", "infinite_width", "--profile", "ci", "--force")
+    again = ntkbook(book_project, "run", "demo", "--profile", "ci", "--force")
     assert again.returncode == 0, again.stderr
-    assert not list((book_project / "_build" / "tmp").glob("infinite_width-*"))
-    assert (out / "infinite_width.ipynb").exists() and len(
-        list((out / "figures").glob("*.png"))
-    ) == 3
+    assert not list((book_project / "_build" / "tmp").glob("demo-*"))
+    assert (out / "demo.ipynb").exists() and len(list((out / "figures").glob("*.png"))) == 1
 
 
 def _netns_available() -> str | None:
@@ -99,7 +98,6 @@ def _netns_available() -> str | None:
     )
 
 
-@pytest.mark.slow
 def test_whole_build_succeeds_without_network(book_project):
     why = _netns_available()
     if why:
@@ -123,3 +121,27 @@ def test_whole_build_succeeds_without_network(book_project):
     assert "NETWORK_REACHABLE" not in proc.stdout
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "checks pass" in proc.stdout
+
+
+def test_a_build_killed_between_chapters_keeps_the_finished_one(tmp_path):
+    """`build` runs chapters one by one: killed inside the second, it keeps the first, and the
+    next build reruns only the unfinished one; each chapter prints a progress line."""
+    root = tmp_path / "two"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "notebooks" / "demo.md").write_text(DEMO)
+    (root / "notebooks" / "demo_b.md").write_text(DEMO.replace("# Demo", "# Demo B"))
+    (root / "notebooks" / "profiles.yml").write_text("demo:\n  ci: {}\ndemo_b:\n  ci: {sleep: 8}\n")
+    proc = _start(root, "build", "--profile", "ci", "--no-site")
+    _wait_for_kernel_work(root, proc, "demo_b")
+    os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=60)
+    assert "demo: running (no earlier ci run)" in out and "demo: done in" in out
+    run = json.loads((root / "book" / "chapters" / "demo" / "run.json").read_text())
+    assert set(run["times"]) == {"ci"} and run["times"]["ci"]["seconds"] > 0
+    assert not (root / "book" / "chapters" / "demo_b").exists()
+    again = ntkbook(root, "build", "--profile", "ci", "--no-site")
+    assert again.returncode == 0, again.stderr
+    assert "demo: done (cached" in again.stdout and "demo_b: running" in again.stdout
+    assert again.stdout.count("running (") == 1
+    assert json.loads((root / "book" / "chapters" / "demo" / "run.json").read_text()) == run

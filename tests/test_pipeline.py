@@ -10,12 +10,13 @@ import pkgutil
 import re
 
 import pytest
-from conftest import ntkbook, snapshot
+from conftest import ntkbook, ntkbook_here, snapshot
 
 import ntklib
 
+pytestmark = pytest.mark.xdist_group("book")  # one worker builds the book once
 
-@pytest.mark.slow
+
 def test_build_produces_site_checks_and_figures(book_project):
     html = book_project / "_build" / "html"
     assert (html / "index.html").exists()
@@ -49,7 +50,6 @@ def test_build_produces_site_checks_and_figures(book_project):
         assert (html / "figures" / "infinite_width" / f"{name}.png").exists()
 
 
-@pytest.mark.slow
 def test_unchanged_chapters_are_cached(book_project):
     before = snapshot(book_project / "book" / "chapters")
     again = ntkbook(book_project, "build", "--profile", "ci", "--no-site")
@@ -89,22 +89,29 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message", BAD_INPUTS, ids=lambda a: " ".join(a) if isinstance(a, list) else ""
 )
-def test_bad_input_is_refused_and_writes_nothing(book_project, args, message):
+def test_bad_input_is_refused_and_writes_nothing(book_project, args, message, capsys, monkeypatch):
     before = snapshot(book_project / "book" / "chapters")
-    proc = ntkbook(book_project, *args)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    code, out, err = ntkbook_here(book_project, *args, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2, out + err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
     assert snapshot(book_project / "book" / "chapters") == before
     assert not list((book_project / "_build" / "tmp").glob("*"))
 
 
-@pytest.mark.slow
-def test_malformed_profiles_file_is_refused(book_project):
+def test_a_refusal_from_the_command_line_is_one_line_and_exit_status_2(book_project):
+    """The refusals above, in this process; here one through the installed command."""
+    before = snapshot(book_project / "book" / "chapters")
+    proc = ntkbook(book_project, "run", "infinite_width", "-p", "widht=3")
+    assert proc.returncode == 2 and "did you mean 'widths'" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(book_project / "book" / "chapters") == before
+
+
+def test_malformed_profiles_file_is_refused(book_project, capsys, monkeypatch):
     prof = book_project / "notebooks" / "profiles.yml"
     good = prof.read_text()
     try:
@@ -115,13 +122,20 @@ def test_malformed_profiles_file_is_refused(book_project):
             ("demo:\n  ci: {colour: 3}\n", "unknown parameter 'colour'"),
         ]:
             prof.write_text(text)
-            proc = ntkbook(book_project, "run", "demo", "--profile", "ci")
-            assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+            code, _, err = ntkbook_here(
+                book_project,
+                "run",
+                "demo",
+                "--profile",
+                "ci",
+                capsys=capsys,
+                monkeypatch=monkeypatch,
+            )
+            assert code == 2 and message in err, err
     finally:
         prof.write_text(good)
 
 
-@pytest.mark.slow
 def test_failed_chapter_keeps_previous_results(book_project):
     before = snapshot(book_project / "book" / "chapters" / "demo")
     proc = ntkbook(book_project, "run", "demo", "--profile", "ci", "-p", "fail=true")
@@ -131,7 +145,6 @@ def test_failed_chapter_keeps_previous_results(book_project):
     assert (book_project / "_build" / "failed" / "demo.ipynb").exists()
 
 
-@pytest.mark.slow
 def test_failing_check_is_shown_and_fails_checks_command(book_project):
     proc = ntkbook(book_project, "run", "demo", "--profile", "ci", "-p", "good=false")
     assert proc.returncode == 0 and "1 of 1 checks FAIL" in proc.stdout
@@ -144,7 +157,6 @@ def test_failing_check_is_shown_and_fails_checks_command(book_project):
     assert ntkbook(book_project, "checks").returncode == 0
 
 
-@pytest.mark.slow
 def test_nan_measurement_can_never_pass(book_project):
     proc = ntkbook(book_project, "run", "demo", "--profile", "ci", "-p", "nan=true")
     assert proc.returncode == 0 and "1 of 1 checks FAIL" in proc.stdout
@@ -158,7 +170,6 @@ def test_nan_measurement_can_never_pass(book_project):
     assert ntkbook(book_project, "checks").returncode == 0
 
 
-@pytest.mark.slow
 def test_list_shows_parameters_and_profiles(book_project):
     proc = ntkbook(book_project, "list")
     assert proc.returncode == 0

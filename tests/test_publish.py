@@ -9,7 +9,7 @@ import re
 import shutil
 
 import pytest
-from conftest import DEMO, ROOT, ntkbook, snapshot
+from conftest import DEMO, ROOT, ntkbook, ntkbook_here, snapshot
 from conftest import TOC as CONFTEST_TOC
 
 # conftest's book with the second demo chapter in place of the first real one (and no API page)
@@ -24,7 +24,7 @@ demo_b:
   ci: {}
 """
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.xdist_group("publish")  # one worker builds this book once
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +143,17 @@ def test_a_capped_chapter_is_published_at_its_cap_and_says_why(book):
         ("demo: [unclosed\n", "not valid YAML"),
     ],
 )
-def test_bad_publish_file_is_refused_before_anything_runs(book, caps, message):
+def test_bad_publish_file_is_refused_before_anything_runs(book, caps, message, capsys, monkeypatch):
     path = book / "notebooks" / "publish.yml"
     chapters, site = snapshot(book / "book" / "chapters"), snapshot(published(book))
     path.write_text(caps)
     try:
         for command in ("publish", "cache-key"):
-            proc = ntkbook(book, command, "--profile", "ci")
-            assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-            assert len(proc.stderr.strip().splitlines()) == 1
+            code, _, err = ntkbook_here(
+                book, command, "--profile", "ci", capsys=capsys, monkeypatch=monkeypatch
+            )
+            assert code == 2 and message in err, err
+            assert len(err.strip().splitlines()) == 1
     finally:
         path.unlink()
     assert snapshot(book / "book" / "chapters") == chapters

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("book")  # one worker builds the book once
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -101,7 +103,6 @@ def _wait_for_math(driver):
     )
 
 
-@pytest.mark.slow
 def test_every_page_in_a_real_browser(site, browser):
     html, base = site
     pages = _pages(html)
@@ -154,7 +155,6 @@ def _check_link(html: Path, base: str, page: str, link: str) -> list[str]:
     return []
 
 
-@pytest.mark.slow
 def test_site_loads_nothing_from_the_internet(site):
     html, _ = site
     for page in html.rglob("*.html"):
@@ -163,7 +163,6 @@ def test_site_loads_nothing_from_the_internet(site):
         assert not ext, f"{page.relative_to(html)} loads {ext}"
 
 
-@pytest.mark.slow
 def test_every_page_declares_an_icon_the_site_has(site):
     """Without ``<link rel="icon">`` a browser requests ``/favicon.ico``, a 404 on this site
     (Jupyter Book's own root redirect page has none; ``site.write_root_page`` replaces it)."""
