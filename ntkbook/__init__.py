@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check", "save_figure"]
+__all__ = ["can_exclude", "check", "save_figure"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt
 from IPython import get_ipython
 from IPython.display import display, publish_display_data
 
+from ntkbook.files import atomic_write_bytes
 from ntkbook.numbers import comparison_text, sig
 from ntkbook.protocol import METADATA_KEY, context
 from ntklib import __version__
-from ntklib._io import atomic_write_bytes
 
 Comparison = Literal["within", "at_most", "at_least"]
 Source = Literal["paper", "derived", "measured"]
@@ -36,13 +36,17 @@ class Alternative(NamedTuple):
     """The competing prediction a skeptic would offer, which a check must rule out.
 
     Attributes:
-        value: the alternative's prediction, compared with ``measured`` under the check's own
-            comparison and tolerance.
+        value: the alternative's prediction. For a ``within`` check, compared with the
+            measurement under the check's tolerance. For a bound (``at_most``/``at_least``)
+            without ``measured``: a *violation* of the bound (above it for ``at_most``, below
+            it for ``at_least``: a weaker power, no decay), which the measurement with its
+            tolerance must exclude; a value on the claim's side is refused.
         meaning: one line: what the alternative claims (``"exponent -1/2: the size of the
             initial fluctuation"``, ``"no convergence"``, ``"the infinite-width value"``).
-        measured: the check's statistic computed under the alternative, where it depends on
-            the prediction (a z-score against the alternative's value, say); default ``None``:
-            the check's own ``measured``.
+        measured: the check's statistic computed under the alternative hypothesis (a z-score
+            against the alternative's prediction, or the same statistic on a configuration
+            where the alternative holds), compared with the same threshold: ``value`` must then
+            equal the check's ``predicted``. Default ``None``: the check's own ``measured``.
     """
 
     value: float
@@ -62,6 +66,84 @@ def _holds(measured: float, predicted: float, tolerance: float, comparison: Comp
     if comparison == "at_most":
         return measured <= predicted + tolerance
     return measured >= predicted - tolerance
+
+
+def rules_out(
+    measured: float,
+    predicted: float,
+    tolerance: float,
+    comparison: Comparison,
+    alternative: Alternative,
+) -> bool:
+    """Whether a check's measurement, with its tolerance, excludes ``alternative``.
+
+    ``within``: the alternative's value fails ``|measured - value| <= tolerance``. A bound with
+    a violating value (``at_most``: ``value > predicted``): ``measured + tolerance < value``
+    (``at_least``: ``measured - tolerance > value``). A bound whose alternative carries its own
+    statistic (``alternative.measured``, against the same threshold ``predicted``): that
+    statistic fails the bound. Raises ``ValueError`` for a bound's alternative on the claim's
+    side (a stronger bound, which a passing check can never exclude) or, with its own
+    statistic, against another threshold.
+    """
+    value = float(alternative.value)
+    alt_meas = None if alternative.measured is None else float(alternative.measured)
+    if comparison == "within":
+        return not _holds(measured if alt_meas is None else alt_meas, value, tolerance, "within")
+    if alt_meas is not None:
+        if value != predicted:
+            raise ValueError(
+                f"a bound's alternative with its own statistic is judged against the same "
+                f"threshold: its value must equal predicted ({predicted}), got {value}"
+            )
+        return _finite(alt_meas) and not _holds(alt_meas, predicted, tolerance, comparison)
+    violating = value > predicted if comparison == "at_most" else value < predicted
+    if not violating:
+        side = "above" if comparison == "at_most" else "below"
+        raise ValueError(
+            f"an {comparison} check's alternative must violate the bound ({side} {predicted}): "
+            f"{value} is on the claim's side, a stronger claim the check cannot exclude"
+        )
+    if not _finite(measured, tolerance):
+        return False
+    if comparison == "at_most":
+        return measured + tolerance < value
+    return measured - tolerance > value
+
+
+def can_exclude(
+    name: str,
+    *,
+    tolerance: float,
+    predicted: float,
+    alternative: float,
+    n: int,
+    unit: str = "networks",
+) -> bool:
+    """Whether a bound check has the precision to exclude its violating ``alternative``, decided
+    from its tolerance (an error estimate) alone, before the measurement is compared: even a
+    measurement right at the bound excludes the alternative only when ``tolerance <
+    |alternative - predicted|``. When it cannot, the chapter shows that the check is *not made*
+    at this profile, and how many ``unit`` would give it the power (a standard error falls like
+    ``1/sqrt(n)``: ``n (tolerance / gap)^2``), rather than making a powerless check.
+
+    Arguments:
+        name: the check's name, as :func:`check` would record it.
+        tolerance: the check's tolerance. predicted: the bound. alternative: the violation.
+        n: the sample size behind the tolerance. unit: what ``n`` counts, default
+            ``"networks"``.
+    """
+    gap = abs(float(alternative) - float(predicted))
+    tolerance = float(tolerance)
+    if math.isfinite(tolerance) and tolerance < gap:
+        return True
+    need = math.ceil(n * (tolerance / gap) ** 2) if math.isfinite(tolerance) else None
+    text = (
+        f"[NOT CHECKED at this profile] {name}: its tolerance {sig(tolerance)} cannot exclude "
+        f"the violation {sig(alternative)} (|{sig(alternative)} - {sig(predicted)}| = "
+        f"{sig(gap)}); about {need if need else 'many more'} {unit} instead of {n} would"
+    )
+    _emit({"text/plain": text, "text/html": f"<p><b>{html.escape(text)}</b></p>"}, {})
+    return False
 
 
 def check(
@@ -85,10 +167,12 @@ def check(
     A check compares a measurement with a prediction under ``comparison``: ``"within"``
     passes when ``|measured - predicted| <= tolerance``, ``"at_most"`` when ``measured <=
     predicted + tolerance`` (an upper bound, checked as a bound), ``"at_least"`` when
-    ``measured >= predicted - tolerance``. It must also rule out its ``alternative``: the same
-    comparison with the alternative's value (and its ``measured``, if given) must *fail*; a
-    check that would pass under its alternative is *powerless* and fails like a failed check.
-    A NaN or infinite value never passes.
+    ``measured >= predicted - tolerance``. It must also rule out its ``alternative``
+    (:func:`rules_out`): a ``within`` check fails for the alternative's value; a bound's
+    alternative is a violation of the bound that ``measured`` with its tolerance excludes (or
+    another hypothesis whose own statistic fails the bound). A check that cannot exclude its
+    alternative is *powerless* and fails like a failed check. A NaN or infinite value never
+    passes.
 
     Arguments:
         name: one line naming what is checked.
@@ -127,11 +211,11 @@ def check(
     tolerance_ok = math.isfinite(tolerance) and (tolerance > 0 or (tolerance == 0 and bool(exact)))
     ok = _holds(measured, predicted, tolerance, comparison) and _finite(unc) and tolerance >= 0
     if alt is None:
-        alt_record, rules_out = None, None
+        alt_record, excluded = None, None
     else:
         alt_value = float(alt.value)
         alt_meas = float(measured if alt.measured is None else alt.measured)
-        rules_out = not _holds(alt_meas, alt_value, tolerance, comparison)
+        excluded = rules_out(measured, predicted, tolerance, comparison, alt)
         alt_record = {
             "value": _json_num(alt_value),
             "meaning": alt.meaning,
@@ -161,9 +245,11 @@ def check(
         "exact": exact,
         "tolerance_ok": tolerance_ok,
         "alternative": alt_record,
-        "rules_out": rules_out,
-        "powerless": rules_out is False,
-        "passed": bool(ok and rules_out is not False),
+        "rules_out": excluded,
+        # powerless: the claim holds but its alternative is not excluded (a failed comparison
+        # is a failure, whatever the alternative)
+        "powerless": bool(ok and excluded is False),
+        "passed": bool(ok and excluded is not False),
         "profile": ctx["profile"],
         "parameters": ctx["parameters"] if parameters is None else parameters,
     }

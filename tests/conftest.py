@@ -118,7 +118,14 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def book_project(tmp_path_factory):
-    """A throw-away copy of the book with a tiny profile, built once per test session."""
+    """A throw-away copy of the book with a tiny profile, built once per test session: the
+    tests that use it share one xdist worker (``xdist_group("book")``); a second build, on
+    another worker, means the grouping broke, and fails here rather than costing a minute."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        flag = tmp_path_factory.getbasetemp().parent / "book_project.built"
+        assert not flag.exists(), f"book_project built on {flag.read_text()} and again on {worker}"
+        flag.write_text(worker)
     root = tmp_path_factory.mktemp("book")
     for f in ("_config.yml",):
         shutil.copy(ROOT / f, root / f)

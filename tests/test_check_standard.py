@@ -59,3 +59,22 @@ def test_every_tolerance_is_justified(checks):
 def test_what_is_ours_is_labelled(checks):
     assert all(c.get("source") in ("paper", "derived", "measured") for c in checks)
     assert any(c["source"] == "paper" for c in checks)
+
+
+def test_no_bound_names_an_alternative_on_its_claims_side(checks):
+    """A bound's alternative is a violation (above an upper bound, below a lower one), or
+    another hypothesis's own statistic against the same threshold (ntkbook.record.rules_out)."""
+    bad = []
+    for c in checks:
+        alt = c.get("alternative")
+        if c["comparison"] == "within" or not alt:
+            continue
+        own = alt["measured"] != c["measured"]
+        side = (
+            alt["value"] > c["predicted"]
+            if c["comparison"] == "at_most"
+            else alt["value"] < c["predicted"]
+        )
+        if not (side or (own and alt["value"] == c["predicted"])):
+            bad.append(f"{c['chapter']}: {c['name']}")
+    assert not bad, "a bound's alternative on the claim's side:\n" + "\n".join(bad)

@@ -36,7 +36,7 @@ def test_check_outcomes(measured, predicted, tol, comparison, passed, capsys):
         predicted=predicted,
         tolerance=tol,
         comparison=comparison,
-        alternative=(-1e7, "far below") if comparison == "at_most" else (1e7, "far above"),
+        alternative=(1e7, "far above") if comparison == "at_most" else (-1e7, "far below"),
         **BASE,
     )
     assert rec["passed"] is passed
@@ -74,17 +74,28 @@ def test_a_check_that_passes_under_its_alternative_is_powerless():
         **BASE,
     )
     assert z["passed"] and z["alternative"]["measured"] == 9.4
-    # a bound: an alternative that also satisfies the bound makes the check powerless
-    bound = check(
-        "c",
-        measured=0.1,
-        predicted=1.0,
-        tolerance=0.01,
-        comparison="at_most",
-        alternative=(0.0, "no effect", 0.005),
-        **BASE,
-    )
-    assert bound["powerless"]
+    # a bound: the alternative is a violation, excluded only by the measurement with its
+    # tolerance; a violation inside the tolerance leaves the check powerless, and it fails
+    bound = dict(predicted=-1.0, comparison="at_most", **BASE)
+    weak = check("c", measured=-0.97, tolerance=0.57, alternative=(-0.5, "m^-1/2"), **bound)
+    assert weak["passed"] is False and weak["powerless"] and not weak["rules_out"]
+    strong = check("c", measured=-0.97, tolerance=0.2, alternative=(-0.5, "m^-1/2"), **bound)
+    assert strong["passed"] and strong["rules_out"]
+    # ... and the mirror image for a lower bound
+    low = dict(predicted=1.0, comparison="at_least", **BASE)
+    assert check("c", measured=1.77, tolerance=0.11, alternative=(0.5, "L^-1/2"), **low)["passed"]
+    assert check("c", measured=1.77, tolerance=1.3, alternative=(0.5, "L^-1/2"), **low)["powerless"]
+    # an alternative on the claim's side (a stronger bound) is refused, whatever the numbers
+    with pytest.raises(ValueError, match="claim's side"):
+        check("c", measured=-0.97, tolerance=0.2, alternative=(-2.0, "m^-2"), **bound)
+    with pytest.raises(ValueError, match="claim's side"):
+        check("c", measured=1.77, tolerance=0.1, alternative=(2.0, "L^-2"), **low)
+    # another hypothesis's statistic is judged against the same threshold, or refused
+    hyp = dict(measured=0.1, predicted=1.0, tolerance=0.01, comparison="at_most", **BASE)
+    assert check("c", alternative=(1.0, "no effect", 0.005), **hyp)["powerless"]
+    assert check("c", alternative=(1.0, "no effect", 5.0), **hyp)["passed"]
+    with pytest.raises(ValueError, match="same threshold"):
+        check("c", alternative=(0.0, "no effect", 0.005), **hyp)
 
 
 def test_tolerance_must_be_positive_unless_exact():
