@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ntkbook.numbers import comparison_text
+from ntkbook.numbers import comparison_text, power_hint
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
 from ntkbook.publish import check_destination, plan, swap_in, tree_key
@@ -143,6 +143,7 @@ def _run_one(
         "all checks pass"
         if rec["checks_failed"] == 0
         else f"{rec['checks_failed']} of {rec['checks']} checks FAIL"
+        + (f", {rec['checks_powerless']} of them powerless" if rec.get("checks_powerless") else "")
     )
     print(
         f"{ch.name}: done in {time.perf_counter() - t0:.1f} s ({last}); {rec['checks']} checks "
@@ -233,7 +234,10 @@ def check_line(c: dict[str, Any]) -> str:
         if alt is None
         else f"{'rules out' if c['rules_out'] else 'does NOT rule out'} {alt['meaning']}"
     )
-    return f"{status:<9} {c['chapter']:<15} {c['name']}: {comparison_text(c)}; {against}"
+    hint = power_hint(c)
+    return f"{status:<9} {c['chapter']:<15} {c['name']}: {comparison_text(c)}; {against}" + (
+        f" ({hint})" if hint else ""
+    )
 
 
 def cmd_checks(project: Project, args) -> int:

@@ -41,6 +41,26 @@ def comparison_text(c: dict[str, Any]) -> str:
     return f"{meas} ≥ {sig(bound)}" + ("" if not p else f" (= {sig(p)} − {sig(t, 2)})")
 
 
+def power_hint(c: dict[str, Any]) -> str:
+    """For a powerless check (its claim holds, its alternative is not excluded): the tolerance
+    that would exclude the alternative, and the factor of networks or samples that gives it (a
+    standard error falls like ``1/sqrt(n)``); ``""`` for any other check."""
+    alt, t = c.get("alternative") or {}, number(c, "tolerance")
+    if not c.get("powerless") or alt.get("value") is None or not t:
+        return ""
+    m, v = number(c, "measured"), alt["value"]
+    own = alt.get("measured") is not None and alt["measured"] != m
+    if own or m is None:
+        return "powerless: its statistic cannot tell the alternative from the claim"
+    need = abs(v - m)  # the tolerance must fall below the distance to the alternative
+    if need == 0:
+        return "powerless: the measurement sits on the alternative"
+    return (
+        f"powerless: a tolerance below {sig(need, 2)} (now {sig(t, 2)}) would exclude the "
+        f"alternative: about {sig((t / need) ** 2, 2)} times the networks or samples"
+    )
+
+
 def number(c: dict[str, Any], key: str) -> float | None:
     """A check record's number (a non-finite one is stored as text in ``nonfinite``)."""
     if key in c.get("nonfinite", {}):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import importlib.metadata
 import io
 import json
 import math
@@ -25,7 +26,6 @@ from IPython.display import display, publish_display_data
 from ntkbook.files import atomic_write_bytes
 from ntkbook.numbers import comparison_text, sig
 from ntkbook.protocol import METADATA_KEY, context
-from ntklib import __version__
 
 Comparison = Literal["within", "at_most", "at_least"]
 Source = Literal["paper", "derived", "measured"]
@@ -318,7 +318,9 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
         "profile": ctx["profile"],
         "parameters": ctx["parameters"],
         "seed": ctx["parameters"].get("seed"),
-        "ntklib_version": __version__,
+        # the installed distribution's version: a chapter that does not use ntklib (the tests'
+        # demo) then never imports JAX
+        "ntklib_version": importlib.metadata.version("ntklib"),
         "git_commit": ctx["git_commit"],
         "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": [f"{name}.png", f"{name}.svg"],

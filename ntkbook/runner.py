@@ -156,6 +156,7 @@ def run_chapter(
             "times": measured_times(chapter, profile, overrides, time.perf_counter() - t0, commit),
             "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks),
+            "checks_powerless": sum(bool(c.get("powerless")) for c in checks),
             "figures": [f["figure"] for f in figures],
         }
         record(tmp, checks, run)

@@ -26,7 +26,7 @@ import yaml
 
 from ntkbook import ledger
 from ntkbook.files import atomic_write_bytes
-from ntkbook.numbers import cell, comparison_text, number, sig
+from ntkbook.numbers import cell, comparison_text, number, power_hint, sig
 from ntkbook.performance import accuracy_report, latest_report, write_page
 from ntkbook.project import PROFILES, Project, UsageError, library_hash
 
@@ -80,6 +80,7 @@ def _check_block(c: dict[str, Any]) -> str:
             if not alt or alt.get("measured") in (None, c.get("measured"))
             else f"; under it the measurement reads {sig(alt['measured'])}"
         ),
+        *([f"- **Power:** {cell(power_hint(c))}"] if power_hint(c) else []),
         f"- **Run:** profile `{c['profile']}`; {cell(params)}",
         "````",
         "",

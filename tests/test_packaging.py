@@ -1,11 +1,13 @@
 """The repository's own promises: environment.yml in step with pyproject, the toc complete."""
 
+import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
 
 import yaml
 
+import ntklib
 from ntkbook.project import PROFILES, Project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +40,10 @@ def test_every_chapter_is_in_the_toc_and_has_every_profile():
         assert set(profiles[name]) == set(PROFILES), name
         for prof in PROFILES:  # every profile resolves against the chapter's declarations
             project.chapter(name).resolve(prof, {})
+
+
+def test_the_version_figures_record_is_the_librarys():
+    """Figures record the installed distribution's version (ntkbook.record, without importing
+    JAX): it is the one pyproject.toml declares and ntklib.__version__ says."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert importlib.metadata.version("ntklib") == ntklib.__version__ == declared

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from ntkbook import check, save_figure  # noqa: E402
-from ntkbook.numbers import comparison_text, with_error  # noqa: E402
+from ntkbook.cli import check_line  # noqa: E402
+from ntkbook.numbers import comparison_text, power_hint, with_error  # noqa: E402
 from ntkbook.record import Alternative  # noqa: E402
 from ntkbook.site import dashboard_markdown  # noqa: E402
 
@@ -198,4 +199,14 @@ def test_dashboard_lists_failures_first_with_their_alternative():
     fail_part = page.split("## Failing checks")[1].split("\n## ")[0]
     assert "bad" in fail_part and "weak" in fail_part and "good" not in fail_part
     assert "nan" in page and "✗ powerless" in page and "rules out *twice*" in page
+    assert "**Power:** powerless: a tolerance below 0.2 (now 0.5)" in page  # |1.2 - 1.0|
     assert "**would also pass under** *a skeptic's value*" in page
+
+
+def test_a_powerless_check_says_what_would_give_it_power():
+    weak = check("c", measured=0.52, predicted=0.5, tolerance=0.3, alternative=(0.7, "x"), **BASE)
+    hint = power_hint(weak)  # the tolerance must fall below |0.7 - 0.52| = 0.18: (0.3/0.18)^2
+    assert "below 0.18" in hint and "about 2.8 times" in hint
+    assert check_line(weak).startswith("POWERLESS") and "about 2.8 times" in check_line(weak)
+    failed = check("c", measured=2.0, predicted=0.5, tolerance=0.3, alternative=(0.7, "x"), **BASE)
+    assert power_hint(failed) == "" and check_line(failed).startswith("FAIL")
