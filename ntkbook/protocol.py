@@ -79,9 +79,10 @@ def context() -> dict[str, Any]:
     }
 
 
-def records(nb) -> tuple[list[dict], list[dict]]:
-    """The check and figure records attached to an executed notebook's outputs."""
-    checks, figures = [], []
+def records(nb) -> tuple[list[dict], list[dict], list[dict]]:
+    """The check, figure and declined-check records (a bound a profile cannot resolve:
+    :func:`ntkbook.record.can_exclude`) attached to an executed notebook's outputs."""
+    checks, figures, declined = [], [], []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             rec = out.get("metadata", {}).get(METADATA_KEY)
@@ -91,4 +92,6 @@ def records(nb) -> tuple[list[dict], list[dict]]:
                 checks.append(rec["check"])
             if "figure" in rec:
                 figures.append(rec["figure"])
-    return checks, figures
+            if "declined" in rec:
+                declined.append(rec["declined"])
+    return checks, figures, declined

@@ -142,7 +142,22 @@ def can_exclude(
         f"the violation {sig(alternative)} (|{sig(alternative)} - {sig(predicted)}| = "
         f"{sig(gap)}); about {need if need else 'many more'} {unit} instead of {n} would"
     )
-    _emit({"text/plain": text, "text/html": f"<p><b>{html.escape(text)}</b></p>"}, {})
+    ctx = context()
+    declined = {
+        "chapter": ctx["chapter"],
+        "name": name,
+        "profile": ctx["profile"],
+        "tolerance": _json_num(tolerance),
+        "predicted": float(predicted),
+        "alternative": float(alternative),
+        "n": n,
+        "needed": need,
+        "unit": unit,
+    }
+    _emit(
+        {"text/plain": text, "text/html": f"<p><b>{html.escape(text)}</b></p>"},
+        {METADATA_KEY: {"declined": declined}},
+    )
     return False
 
 

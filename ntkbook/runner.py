@@ -141,7 +141,7 @@ def run_chapter(
     t0 = time.perf_counter()
     try:
         executed = execute(chapter, profile, values, tmp, env, log)
-        checks, figures = records(executed)
+        checks, figures, declined = records(executed)
         verify(chapter, tmp, figures)
         run = {
             "chapter": chapter.name,
@@ -158,6 +158,7 @@ def run_chapter(
             "checks_failed": sum(not c["passed"] for c in checks),
             "checks_powerless": sum(bool(c.get("powerless")) for c in checks),
             "figures": [f["figure"] for f in figures],
+            "declined": declined,
         }
         record(tmp, checks, run)
         stamp(tmp / f"{chapter.name}.ipynb", run)

@@ -189,8 +189,9 @@ def write_dashboard(project: Project) -> list[dict[str, Any]]:
     checks = collect_checks(project)
     _write(project.generated / "dashboard_table.md", dashboard_markdown(checks))
     claims = ledger.load(project.root / "book" / "ledger")
-    _write(project.generated / "ledger_table.md", ledger.markdown(claims, checks))
-    wrong = ledger.problems(claims, checks)
+    declined = [d for r in collect_runs(project) for d in r.get("declined", [])]
+    _write(project.generated / "ledger_table.md", ledger.markdown(claims, checks, declined))
+    wrong = ledger.problems(claims, checks, declined)
     if wrong:
         raise RuntimeError(
             "the claims ledger (book/ledger/) disagrees with the checks:\n  " + "\n  ".join(wrong)

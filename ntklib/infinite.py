@@ -153,8 +153,20 @@ def kernels(
     Returns:
         A :class:`Kernels` ``(nngp, ntk)`` of shape (B1, B2) (or (L + 1, B1, B2) with
         ``all_layers``); with ``return_error=True`` the pair ``(kernels, errors)``.
+
+    Raises ``ValueError`` before any compute for inputs that are not of shape (batch,
+    features) or (outside a trace) hold a NaN or an infinity, naming the first such entry;
+    warns (:class:`OverflowWarning`) with the first layer whose kernel is infinite when the
+    recursion leaves the floating-point range (an erf NTK at ``w_std = 10`` grows about
+    six-fold a layer). Memory grows with the number of kernel entries: a quadrature map
+    streams them in chunks (:meth:`ntklib.kernel_maps.GaussKronrodMap.chunk_entries`).
     """
     _checks.integer("depth", depth)
+    _inputs("x1", x1)
+    if x2 is not None:
+        _inputs("x2", x2)
+        if x2.shape[1] != x1.shape[1]:
+            raise ValueError(f"x1 and x2 need the same features: shapes {x1.shape} and {x2.shape}")
     want_error = return_error or rtol is not None
     if want_error and all_layers:
         raise ValueError("return_error and rtol estimate the last layer only: all_layers=False")
@@ -185,8 +197,10 @@ def kernels(
         with_error=want_error,
     )
     if not want_error:
+        _say_overflow(out, x1, x2, depth, activation, w_std, b_std, method, n_quad, all_layers)
         return out
     k, err, scale = out
+    _say_overflow(k, x1, x2, depth, activation, w_std, b_std, method, n_quad, False)
     if rtol is not None:
         if isinstance(err.ntk, jax.core.Tracer):
             raise ValueError(
@@ -203,6 +217,66 @@ def kernels(
                 stacklevel=2,
             )
     return (k, err) if return_error else k
+
+
+def _inputs(name: str, x) -> None:
+    """A batch of inputs: shape ``(batch, features)``, and (where concrete) every entry finite."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(
+            f"{name} must be an array of shape (batch, features), got "
+            f"{'shape ' + str(tuple(shape)) if shape is not None else type(x).__name__}"
+            + (
+                ": one input x of n_0 features is x[None, :]"
+                if shape is not None and len(shape) == 1
+                else ""
+            )
+        )
+    if isinstance(x, jax.core.Tracer):
+        return
+    bad = np.argwhere(~np.isfinite(np.asarray(x)))
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        raise ValueError(
+            f"{name}[{i}, {j}] = {float(np.asarray(x)[i, j])} is not finite "
+            f"({len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not): the kernels would be NaN"
+        )
+
+
+class OverflowWarning(RuntimeWarning):
+    """The recursion left the floating-point range (the kernel is infinite past some depth)."""
+
+
+def _say_overflow(k, x1, x2, depth, activation, w_std, b_std, method, n_quad, all_layers) -> None:
+    """Warn, with the first layer whose kernel is not finite, when finite inputs gave a
+    non-finite kernel (found by rerunning with every layer only in that case)."""
+    if isinstance(k.ntk, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(k.ntk))):
+        return
+    layers = (
+        k
+        if all_layers
+        else _kernels(
+            x1,
+            x2,
+            depth=depth,
+            activation=activation,
+            w_std=w_std,
+            b_std=b_std,
+            method=method,
+            n_quad=n_quad,
+            all_layers=True,
+            with_error=False,
+        )
+    )
+    finite = np.asarray(jnp.all(jnp.isfinite(layers.ntk) & jnp.isfinite(layers.nngp), axis=(1, 2)))
+    first = int(np.argmin(finite))  # index 0 is layer 1 (the input layer's covariance)
+    warnings.warn(
+        f"kernels({activation!r}, w_std={w_std}, b_std={b_std}): the recursion leaves the "
+        f"{jnp.result_type(x1)} range at layer l = {first + 1} of L + 1 = {depth + 1}: the "
+        "kernel is infinite from there on",
+        OverflowWarning,
+        stacklevel=3,
+    )
 
 
 @partial(

@@ -257,6 +257,8 @@ class GaussKronrodMap:
         k_inner: graded inner panels on each side of the kink ``y*``, default 6.
         h_floor: the smallest outer panel, default 1e-8 (a kink smoothed over less costs
             under 1e-15).
+        max_bytes: the memory one chunk of entries may hold, default 2^28 (256 MiB): a
+            batch of more entries is evaluated chunk by chunk (:meth:`chunk_entries`).
 
     The arguments other than ``n`` are kept as attributes of the same names.
 
@@ -276,8 +278,9 @@ class GaussKronrodMap:
         n_uniform: int = 6,
         k_inner: int = 6,
         h_floor: float = 1e-8,
+        max_bytes: int = 2**28,
     ):
-        self.phi, self.kink = phi, kink
+        self.phi, self.kink, self.max_bytes = phi, kink, max_bytes
         self.z_max, self.k_outer, self.k_inner, self.h_floor = z_max, k_outer, k_inner, h_floor
         self.n_uniform = n_uniform
         x, wk, wg = kronrod_rule(n)
@@ -304,8 +307,24 @@ class GaussKronrodMap:
         ws = tuple(w * dens / jnp.sum(w * dens, -1, keepdims=True) for w in ws)
         return s1[..., None] * z, ws
 
+    def chunk_entries(self) -> int:
+        """Entries evaluated at once: the ``(N_outer, N_inner)`` evaluations of an entry, with
+        the arrays that live beside them (about 8 of that size, float64), fill at most
+        ``max_bytes``; larger batches are streamed through ``jax.lax.map`` in chunks of this
+        size, so that peak memory grows with the number of entries, not entries times nodes."""
+        n_out, n_in = self.evaluations
+        return max(1, self.max_bytes // (8 * 8 * (n_out + 15) * (n_in + 15)))
+
     def _expect(self, s12, q1, q2, rule):
         s12, q1, q2 = jnp.broadcast_arrays(s12, q1, q2)
+        shape, chunk = s12.shape, self.chunk_entries()
+        if s12.size <= chunk:
+            return self._expect_block(s12, q1, q2, rule)
+        flat = tuple(a.reshape(-1) for a in (s12, q1, q2))
+        out = jax.lax.map(lambda a: self._expect_block(*a, rule), flat, batch_size=chunk)
+        return jax.tree_util.tree_map(lambda o: o.reshape(shape), out)
+
+    def _expect_block(self, s12, q1, q2, rule):
         zm, inf = self.z_max, jnp.inf
         s1, s2 = jnp.sqrt(q1), jnp.sqrt(q2)
         r = jnp.sqrt(q1 * q2)  # exactly s12 where s12 = q1 = q2 (c = 1 on the diagonal)

@@ -1,6 +1,7 @@
 """Infinite-width kernels against closed forms, quadrature and wide random networks."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -210,3 +211,22 @@ def test_relu_reference_and_library_against_the_textbook_recursion():
         )[pairs[:, 0], pairs[:, 1]]
         assert float(np.max(np.abs(ref - textbook) / np.abs(textbook))) < 1e-11
         assert float(np.max(np.abs(got - textbook) / np.abs(textbook))) < 1e-11
+
+
+def test_bad_inputs_are_refused_with_the_entry_and_overflow_names_its_layer(key):
+    x = jax.random.normal(key, (3, 5))
+    with pytest.raises(ValueError, match=r"shape \(batch, features\), got shape \(3,\): one input"):
+        nl.kernels(jnp.ones(3), depth=2)
+    with pytest.raises(ValueError, match=r"x1\[1, 2\] = nan is not finite \(1 entry"):
+        nl.kernels(x.at[1, 2].set(jnp.nan), depth=2)
+    with pytest.raises(ValueError, match=r"x2\[0, 0\] = inf"):
+        nl.kernels(x, x.at[0, 0].set(jnp.inf), depth=2)
+    # erf at w_std = 10: the NTK grows by w^2 E[erf'(u)^2], about 6, a layer: 6^375 ~ 1e300
+    with pytest.warns(
+        nl.infinite.OverflowWarning, match=r"range at layer l = \d+ of L \+ 1 = 1001"
+    ):
+        k = nl.kernels(x, depth=1000, activation="erf", w_std=10.0, b_std=0.1)
+    assert not bool(jnp.all(jnp.isfinite(k.ntk)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a finite recursion says nothing
+        nl.kernels(x, depth=1000, activation="erf", w_std=1.0, b_std=0.1)

@@ -3,6 +3,8 @@ benchmarks/gauss_reference.py, stored in tests/data/gaussian_references.json), t
 forms through the generic path, the error estimate and the refusals."""
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 import ntklib as nl
+from ntklib import kernel_maps
 from ntklib.kernel_maps import GaussKronrodMap, kernel_map, kronrod_rule
 
 REFS = json.loads((Path(__file__).parent / "data" / "gaussian_references.json").read_text())
@@ -125,3 +128,34 @@ def test_jit_and_refusals():
     coarse = GaussKronrodMap(jnp.tanh, kink=False, n=3, k_outer=3, n_uniform=2, k_inner=2)
     (vk, _), (vg, _) = coarse.pair(jnp.array(0.5), jnp.array(900.0), jnp.array(900.0))
     assert abs(float(vk - vg)) > 1e-8  # a coarse rule's estimate is visible
+
+
+def test_a_batch_is_streamed_in_chunks_that_agree_with_one_block():
+    """Entries beyond one chunk go through jax.lax.map: the same numbers as one block."""
+    small = kernel_maps.GaussKronrodMap(jnp.tanh, kink=False, max_bytes=2**22)
+    whole = kernel_maps.GaussKronrodMap(jnp.tanh, kink=False)
+    assert small.chunk_entries() < 10 < whole.chunk_entries()
+    s12 = jnp.linspace(-1.9, 1.9, 25).reshape(5, 5)
+    q1, q2 = jnp.full((5, 5), 2.0), jnp.linspace(0.5, 3.0, 5)
+    for a, b in zip(small.pair(s12, q1, q2), whole.pair(s12, q1, q2), strict=True):
+        for u, v in zip(a, b, strict=True):
+            assert u.shape == (5, 5)
+            np.testing.assert_allclose(u, v, rtol=1e-14, atol=1e-16)
+
+
+def test_peak_memory_grows_with_entries_not_entries_times_nodes():
+    """48 tanh inputs at depth 1: 1176 kernel entries, each evaluated at about 10^5 nodes
+    (about 4 GB at once before the map was chunked: 128 inputs asked 26 GB); streamed, the
+    whole process stays under 1.5 GB."""
+    code = (
+        "import jax; jax.config.update('jax_enable_x64', True); import ntklib as nl; "
+        "x = 1.5 * jax.random.normal(jax.random.PRNGKey(0), (48, 5)); "
+        "k = nl.kernels(x, depth=1, activation='tanh', w_std=1.5, b_std=0.1).ntk; "
+        "assert bool(jax.numpy.all(jax.numpy.isfinite(k))); "
+        "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=600, capture_output=True, text=True
+    )
+    peak_kb = int(run.stdout.split()[-1])  # the child's own peak resident set, in KiB
+    assert peak_kb < 1.5 * 2**20, f"peak {peak_kb / 2**20:.2f} GB"

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 from ntkbook import check, save_figure  # noqa: E402
 from ntkbook.cli import check_line  # noqa: E402
 from ntkbook.numbers import comparison_text, power_hint, with_error  # noqa: E402
-from ntkbook.record import Alternative  # noqa: E402
+from ntkbook.record import Alternative, can_exclude  # noqa: E402
 from ntkbook.site import dashboard_markdown  # noqa: E402
 
 BASE = dict(paper="jacot2018ntk", theorem="Thm. 1", why="test")
@@ -210,3 +210,11 @@ def test_a_powerless_check_says_what_would_give_it_power():
     assert check_line(weak).startswith("POWERLESS") and "about 2.8 times" in check_line(weak)
     failed = check("c", measured=2.0, predicted=0.5, tolerance=0.3, alternative=(0.7, "x"), **BASE)
     assert power_hint(failed) == "" and check_line(failed).startswith("FAIL")
+
+
+def test_a_bound_too_imprecise_for_its_violation_is_not_made(capsys):
+    args = dict(predicted=-1.0, alternative=-0.5, n=8, unit="networks per width")
+    assert can_exclude("b", tolerance=0.3, **args)
+    assert not can_exclude("b", tolerance=0.6, **args)  # 8 (0.6/0.5)^2 = 11.52 -> 12
+    out = capsys.readouterr().out
+    assert "[NOT CHECKED at this profile] b" in out and "about 12 networks per width" in out
