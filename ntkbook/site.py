@@ -80,7 +80,7 @@ def _check_block(c: dict[str, Any]) -> str:
             if not alt or alt.get("measured") in (None, c.get("measured"))
             else f"; under it the measurement reads {sig(alt['measured'])}"
         ),
-        *([f"- **Power:** {cell(power_hint(c))}"] if power_hint(c) else []),
+        *([f"- **Power:** {cell(hint)}"] if (hint := power_hint(c)) else []),
         f"- **Run:** profile `{c['profile']}`; {cell(params)}",
         "````",
         "",

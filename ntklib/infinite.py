@@ -184,23 +184,15 @@ def kernels(
                 f"rtol = {rtol:g} cannot be reached in {jnp.result_type(x1)} (rounding alone "
                 f"is about {100 * eps:.1e} relative after a few layers)"
             )
-    out = _kernels(
-        x1,
-        x2,
-        depth=depth,
-        activation=activation,
-        w_std=w_std,
-        b_std=b_std,
-        method=method,
-        n_quad=n_quad,
-        all_layers=all_layers,
-        with_error=want_error,
+    net = dict(
+        depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )
+    out = _kernels(x1, x2, **net, all_layers=all_layers, with_error=want_error)
     if not want_error:
-        _say_overflow(out, x1, x2, depth, activation, w_std, b_std, method, n_quad, all_layers)
+        _say_overflow(out, x1, x2, net, all_layers)
         return out
     k, err, scale = out
-    _say_overflow(k, x1, x2, depth, activation, w_std, b_std, method, n_quad, False)
+    _say_overflow(k, x1, x2, net, False)
     if rtol is not None:
         if isinstance(err.ntk, jax.core.Tracer):
             raise ValueError(
@@ -247,33 +239,19 @@ class OverflowWarning(RuntimeWarning):
     """The recursion left the floating-point range (the kernel is infinite past some depth)."""
 
 
-def _say_overflow(k, x1, x2, depth, activation, w_std, b_std, method, n_quad, all_layers) -> None:
+def _say_overflow(k, x1, x2, net: dict, all_layers: bool) -> None:
     """Warn, with the first layer whose kernel is not finite, when finite inputs gave a
-    non-finite kernel (found by rerunning with every layer only in that case)."""
+    non-finite kernel ``k`` (found by rerunning :func:`_kernels` with the same ``net``
+    arguments and every layer, only in that case)."""
     if isinstance(k.ntk, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(k.ntk))):
         return
-    layers = (
-        k
-        if all_layers
-        else _kernels(
-            x1,
-            x2,
-            depth=depth,
-            activation=activation,
-            w_std=w_std,
-            b_std=b_std,
-            method=method,
-            n_quad=n_quad,
-            all_layers=True,
-            with_error=False,
-        )
-    )
+    layers = k if all_layers else _kernels(x1, x2, **net, all_layers=True, with_error=False)
     finite = np.asarray(jnp.all(jnp.isfinite(layers.ntk) & jnp.isfinite(layers.nngp), axis=(1, 2)))
     first = int(np.argmin(finite))  # index 0 is layer 1 (the input layer's covariance)
     warnings.warn(
-        f"kernels({activation!r}, w_std={w_std}, b_std={b_std}): the recursion leaves the "
-        f"{jnp.result_type(x1)} range at layer l = {first + 1} of L + 1 = {depth + 1}: the "
-        "kernel is infinite from there on",
+        f"kernels({net['activation']!r}, w_std={net['w_std']}, b_std={net['b_std']}): the "
+        f"recursion leaves the {jnp.result_type(x1)} range at layer l = {first + 1} of "
+        f"L + 1 = {net['depth'] + 1}: the kernel is infinite from there on",
         OverflowWarning,
         stacklevel=3,
     )
