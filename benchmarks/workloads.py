@@ -248,11 +248,10 @@ def reference_pairs(
         r = np.sqrt(q1 * q2)
         if act == "relu":
             t = np.arctan2(np.sqrt(det), s)
-            odd = np.where(
-                t < 1,
-                t**3 * sum(c * t ** (2 * k) for k, c in enumerate(series)),
-                np.sin(t) - t * np.cos(t),
-            )
+            z, horner = t * t, series[-1]
+            for c in series[-2::-1]:  # sum_k c_k t^(2k), by Horner's rule in t^2
+                horner = horner * z + c
+            odd = np.where(t < 1, t * z * horner, np.sin(t) - t * np.cos(t))
             d = 2 * np.sin(t / 2) ** 2 - odd / pi
             v, vd = r * (1 - d) / 2, (pi - t) / (2 * pi)
             det = w2 * w2 * (q1 * q2 / 4) * d * (2 - d) + w2 * b2 * (

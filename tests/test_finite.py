@@ -68,7 +68,7 @@ def test_exact_moments_match_real_networks(widths):
 
 def test_exact_second_moment_of_the_chain_at_large_sample():
     widths = (6, 10, 4, 8)
-    s = F.sample_diagonal(jax.random.PRNGKey(3), IN_DIM, widths, 400000, x_norm2=X2)
+    s = F.sample_diagonal(jax.random.PRNGKey(3), IN_DIM, widths, 100_000, x_norm2=X2)
     ex = F.exact_moments(IN_DIM, widths, X2)
     for name in ("K_w", "K_b", "K"):
         m2, se = nl.mean_and_se(s[name] ** 2)

@@ -8,6 +8,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 
 import ntklib as nl
 from ntklib.empirical import ntk_diagonal_mc
@@ -44,7 +45,9 @@ SHARDED = textwrap.dedent(
 def test_sharded_over_devices_gives_identical_results(tmp_path, devices):
     """4 forced host devices (a 1-D mesh over networks) give the single-device numbers."""
     out = tmp_path / f"d{devices}.npy"
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = dict(
+        os.environ, XLA_FLAGS=f"{FAST_COMPILE} --xla_force_host_platform_device_count={devices}"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", SHARDED, str(out), str(devices)],
         env=env,
@@ -88,7 +91,7 @@ def test_two_processes_with_jax_distributed_give_identical_results(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=f"{FAST_COMPILE} --xla_force_host_platform_device_count=2")
     procs = [
         subprocess.Popen(
             [
