@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: setup book publish test test-all lint format ci clean bench peer
+.PHONY: setup book publish test test-slow test-all lint format ci clean bench peer
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ publish: $(STAMP)
 ## make test: set up .venv, run the fast tier of the test suite (two workers)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+## make test-slow: the slow tier alone (what test-all adds to test)
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
 
 ## make test-all: both tiers; the slow one needs every chapter at ci (make book PROFILE=ci,
 ## else its first test runs them) and uses neural-tangents' environment where it exists
