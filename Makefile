@@ -5,12 +5,20 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: setup book publish test test-slow test-all lint format ci clean bench peer
+.PHONY: setup lock book publish test test-slow test-all lint format ci clean bench peer
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[book,test]"
 	@touch $(STAMP)
+
+## make lock: refresh constraints.txt, the pinned environment, from a fresh install of
+## pyproject.toml's ranges (newest versions that satisfy them); rerun the chapters after it
+lock:
+	rm -rf _build/lock-venv && $(PYTHON) -m venv _build/lock-venv
+	_build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	{ sed -n '1,3p' constraints.txt; _build/lock-venv/bin/python -m pip freeze --exclude-editable; } > _build/constraints.txt
+	mv _build/constraints.txt constraints.txt && rm -rf _build/lock-venv
 
 ## make setup: only create .venv and install the project (CI computes its cache key after it)
 setup: $(STAMP)

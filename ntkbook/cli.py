@@ -2,7 +2,7 @@
 
     ntkbook list
     ntkbook run CHAPTER [--profile ci|quick|full] [-p NAME=VALUE ...] [--force]
-    ntkbook build [--profile ci|quick|full] [--force] [--no-site]
+    ntkbook build [--profile ci|quick|full] [--force] [--reset] [--no-site]
     ntkbook checks [--json]
     ntkbook publish [--profile ci|quick|full] [--out DIR] [--force]
     ntkbook cache-key [--profile ci|quick|full]
@@ -10,7 +10,9 @@
 Bad input (unknown chapter, profile or parameter; a value of the wrong type or out of its
 declared range; a malformed profiles file) is reported in one line with exit status 2
 before anything runs or is written. A chapter whose code fails exits 1 and leaves its
-previous results in place. ``build`` and ``checks`` exit 1 when a theorem check fails;
+previous results in place. ``build`` keeps a chapter's latest run made with your own values
+(``run -p``) at that profile and says so on its page (``--reset`` reruns it at the profile's
+values). ``build`` and ``checks`` exit 1 when a theorem check fails;
 ``publish`` then exits 1 too and leaves the published site (``_build/publish``) as it was.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ntkbook.numbers import comparison_text, power_hint
+from ntkbook.numbers import comparison_text, power_hint, status_word
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
 from ntkbook.publish import check_destination, plan, swap_in, tree_key
@@ -98,6 +101,19 @@ def _last_time_text(ch: Chapter, profile: str) -> str:
     return f"last {profile} run {last['seconds']:.0f} s" if last else f"no earlier {profile} run"
 
 
+def _cells_done(project: Project, ch: Chapter) -> str:
+    """``", cell k of n"`` from the notebook this process is executing (papermill saves it
+    after each cell); ``""`` when it cannot be read yet (absent, or being written)."""
+    for nb in (project.build / "tmp").glob(f"{ch.name}-{os.getpid()}-*/{ch.name}.ipynb"):
+        try:
+            cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        except (OSError, ValueError, KeyError):
+            return ""
+        done = sum(c["metadata"].get("papermill", {}).get("status") == "completed" for c in cells)
+        return f", cell {done} of {len(cells)}"
+    return ""
+
+
 def _run_one(
     project: Project,
     ch: Chapter,
@@ -129,7 +145,8 @@ def _run_one(
     def beat():
         while not stop.wait(heartbeat):
             print(
-                f"  {ch.name}: running, {time.perf_counter() - t0:.0f} s ({last}); "
+                f"  {ch.name}: running{_cells_done(project, ch)}, "
+                f"{time.perf_counter() - t0:.0f} s ({last}); "
                 f"{time.perf_counter() - t_build:.0f} s elapsed in all",
                 flush=True,
             )
@@ -162,12 +179,37 @@ def cmd_run(project: Project, args) -> int:
     return 0
 
 
+def _your_run(ch: Chapter, profile: str) -> str | None:
+    """``"-p a=1 -p b=2"`` when the chapter's latest successful run is at ``profile`` with
+    values of your own (``run -p``) and still fresh for them; else ``None``."""
+    try:
+        run = json.loads((ch.outdir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    overrides = run.get("overrides") or {}
+    if not overrides or run.get("profile") != profile:
+        return None
+    try:
+        fresh = is_fresh(ch, cache_key(ch, ch.resolve(profile, overrides)))
+    except UsageError:  # a parameter the chapter no longer has: rerun at the profile
+        return None
+    return " ".join(f"-p {k}={json.dumps(v)}" for k, v in overrides.items()) if fresh else None
+
+
 def cmd_build(project: Project, args) -> int:
     chapters = [project.chapter(n) for n in project.chapter_names()]
     resolved = [(ch, ch.resolve(args.profile, {})) for ch in chapters]  # validate all first
     t0 = time.perf_counter()
     for i, (ch, values) in enumerate(resolved, 1):
         print(f"[{i}/{len(resolved)}] ", end="")
+        yours = None if args.reset or args.force else _your_run(ch, args.profile)
+        if yours:
+            print(
+                f"{ch.name}: kept your run ({yours}; its page says so; --reset reruns it at "
+                f"the {args.profile} profile); {time.perf_counter() - t0:.0f} s elapsed",
+                flush=True,
+            )
+            continue
         _run_one(project, ch, args.profile, values, {}, args.force, started=t0)
     if args.no_site:
         checks = write_dashboard(project)
@@ -227,7 +269,7 @@ def cmd_cache_key(project: Project, args) -> int:
 
 def check_line(c: dict[str, Any]) -> str:
     """One line per check: status, chapter, name, the comparison in words, the alternative."""
-    status = "PASS" if c["passed"] else ("POWERLESS" if c.get("powerless") else "FAIL")
+    status = status_word(c)
     alt = c.get("alternative")
     against = (
         "no alternative named"
@@ -268,6 +310,9 @@ def make_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="run every chapter (cached) and build the site")
     b.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     b.add_argument("--force", action="store_true", help="rerun every chapter")
+    b.add_argument(
+        "--reset", action="store_true", help="rerun chapters last run with your -p values"
+    )
     b.add_argument("--no-site", action="store_true", help="run the chapters, skip Jupyter Book")
     c = sub.add_parser("checks", help="print every recorded theorem check")
     c.add_argument("--json", action="store_true")

@@ -26,6 +26,12 @@ def with_error(v: float | None, err: float | None) -> str:
     return f"{round(v, -place):.{decimals}f} ± {round(err, -place):.{decimals}f}"
 
 
+def status_word(c: dict[str, Any]) -> str:
+    """A check's verdict, one word wherever it is shown: ``PASS``; ``POWERLESS`` (failed
+    because its alternative is not excluded); ``FAIL``."""
+    return "PASS" if c["passed"] else ("POWERLESS" if c.get("powerless") else "FAIL")
+
+
 def comparison_text(c: dict[str, Any]) -> str:
     """A check's comparison in words, with the digits its uncertainty supports."""
     num = {k: number(c, k) for k in ("measured", "predicted", "tolerance", "uncertainty")}

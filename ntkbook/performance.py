@@ -93,6 +93,35 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def workload_table(rows: list[Row]) -> str:
+    """Markdown: one line per workload, ``ntklib``'s time and each other implementation's time
+    with its ratio (its time / ntklib's; above 1, ``ntklib`` is faster) in one cell."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r["bench"], r["workload"]), []).append(r)
+    lines = [
+        "| benchmark | workload | ntklib (s) | others: time (s) and ratio |",
+        "|---|---|---|---|",
+    ]
+    for (bench, workload), rs in groups.items():
+        others = "; ".join(
+            f"{r['peer']} {fmt(r['peer_seconds'])} ({_ratio(r['ratio'])})"
+            if r["peer_seconds"] is not None
+            else f"{r['peer']}: not run (see the record)"
+            for r in rs
+            if r["peer"]
+        )
+        lines.append(
+            f"| {bench} | {cell(workload)} | {fmt(rs[0]['ntklib'])} | {cell(others) or '—'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(v: float | None) -> str:
+    """``160×``, ``4.8×``, ``0.52×``: whole numbers from 10 on, two digits below."""
+    return "—" if v is None else (f"{v:.0f}×" if v >= 10 else f"{v:.2g}×")
+
+
 def _compile(r: Row) -> str:
     if r.get("ntklib_compile") is None and r.get("peer_compile") is None:
         return "—"
@@ -216,8 +245,9 @@ def targets_table(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """Time against size for both libraries: NTK Gram at depth 3, infinite-width NTK."""
-    fig = Figure(figsize=(11, 4))  # no pyplot: no backend, no global figure state
-    axes = fig.subplots(1, 2)
+    # stacked, each the column's width: every legend and label reads at 100 % zoom
+    fig = Figure(figsize=(8, 9))  # no pyplot: no backend, no global figure state
+    axes = fig.subplots(2, 1)
     grams = [r for r in rows if r["bench"] == "gram" and r["peer_seconds"] is not None]
     for dt, style in (("float32", "-"), ("float64", "--")):
         sel = [r for r in grams if r["params"][0] == 3 and r["params"][3] == dt]
@@ -237,7 +267,7 @@ def plot(rows: list[Row], path: Path) -> None:
             )
     axes[0].set(xscale="log", yscale="log", xlabel="width", ylabel="seconds")
     axes[0].set_title("empirical NTK Gram, depth 3, smallest batch")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=9)
     kernels = [r for r in rows if r["bench"] == "kernel"]
     batch = min((r["params"][2] for r in kernels), default=None)
     for act in ("relu", "erf"):
@@ -258,7 +288,7 @@ def plot(rows: list[Row], path: Path) -> None:
             )
     axes[1].set(xscale="log", yscale="log", xlabel="depth", ylabel="seconds")
     axes[1].set_title(f"infinite-width NTK, batch {batch}")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
 
@@ -278,7 +308,10 @@ def page(report: dict[str, Any], image: str, accuracy: dict[str, Any] | None = N
         f"```{{image}} {image}\n:alt: time against size for ntklib and neural-tangents\n```\n\n"
         + acc
         + "## Every workload\n\n"
+        + workload_table(report["rows"])
+        + "\n````{dropdown} Every record (compile times, agreement, notes)\n\n"
         + table(report["rows"])
+        + "````\n"
     )
 
 

@@ -24,7 +24,7 @@ from IPython import get_ipython
 from IPython.display import display, publish_display_data
 
 from ntkbook.files import atomic_write_bytes
-from ntkbook.numbers import comparison_text, sig
+from ntkbook.numbers import comparison_text, sig, status_word
 from ntkbook.protocol import METADATA_KEY, context
 
 Comparison = Literal["within", "at_most", "at_least"]
@@ -277,7 +277,7 @@ def _json_num(v: float | None) -> float | None:
 
 
 def _display_check(record: dict[str, Any]) -> None:
-    status = "PASS" if record["passed"] else ("POWERLESS" if record["powerless"] else "FAIL")
+    status = status_word(record)
     source = {"derived": "; derived here", "measured": "; measured here"}.get(record["source"], "")
     compared = comparison_text(record)
     alt = record["alternative"]

@@ -27,7 +27,8 @@ import nbformat
 import papermill
 
 from ntkbook.files import atomic_write_bytes
-from ntkbook.params import canonical
+from ntkbook.numbers import cell, comparison_text, status_word
+from ntkbook.params import _LINE, canonical
 from ntkbook.project import Chapter
 from ntkbook.protocol import git_commit, records, run_environment
 
@@ -36,15 +37,25 @@ class ChapterFailed(Exception):
     """The chapter's code raised; the previous results are kept."""
 
 
-def cache_key(chapter: Chapter, values: dict[str, Any]) -> str:
-    """Hash of the chapter's source, its resolved parameters, the ``ntklib`` sources and the
-    installed environment (:func:`environment_hash`)."""
+def cache_key(chapter: Chapter, values: dict[str, Any], source: bytes | None = None) -> str:
+    """Hash of the chapter's source (``source``, default the file as it is now), its resolved
+    parameters, the ``ntklib`` sources and the installed environment
+    (:func:`environment_hash`)."""
     h = hashlib.sha256()
-    h.update(chapter.source.read_bytes())
+    h.update(chapter.source.read_bytes() if source is None else source)
     h.update(canonical(values).encode())
     h.update(chapter.project.source_hash().encode())
     h.update(environment_hash().encode())
     return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of the packages a chapter's numbers depend on most (the whole
+    environment is pinned by ``constraints.txt`` and hashed by :func:`environment_hash`)."""
+    return {p: importlib.metadata.version(p) for p in KEY_PACKAGES}
+
+
+KEY_PACKAGES = ("jax", "jaxlib", "numpy", "scipy")
 
 
 @functools.cache
@@ -120,9 +131,12 @@ def run_chapter(
 
     Three steps: :func:`execute` the notebook in a temporary folder, :func:`verify` that every
     figure it promised is there, then :func:`record` its checks and run record; the folder
-    then replaces the previous results (two renames).
+    then replaces the previous results (two renames). The source is read once: the notebook
+    executed is the one the cache key hashes, even if the file is edited during the run.
     """
     project = chapter.project
+    source = chapter.source.read_bytes()
+    key = cache_key(chapter, values, source)
     tmp_root = project.build / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     recover(tmp_root, chapter.outdir)
@@ -140,8 +154,10 @@ def run_chapter(
     )
     t0 = time.perf_counter()
     try:
-        executed = execute(chapter, profile, values, tmp, env, log)
+        executed = execute(chapter, profile, values, tmp, env, log, source=source)
         checks, figures, declined = records(executed)
+        for c in checks:  # a reader's own values, marked wherever the check is shown
+            c["overrides"] = overrides
         verify(chapter, tmp, figures)
         run = {
             "chapter": chapter.name,
@@ -149,10 +165,11 @@ def run_chapter(
             "parameters": values,
             "overrides": overrides,
             "command": command,
-            "cache_key": cache_key(chapter, values),
+            "cache_key": key,
             "git_commit": commit,
             "computed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(time.perf_counter() - t0, 2),
+            "versions": library_versions(),
             "times": measured_times(chapter, profile, overrides, time.perf_counter() - t0, commit),
             "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks),
@@ -161,7 +178,7 @@ def run_chapter(
             "declined": declined,
         }
         record(tmp, checks, run)
-        stamp(tmp / f"{chapter.name}.ipynb", run)
+        stamp(tmp / f"{chapter.name}.ipynb", run, checks)
         _publish(tmp, chapter.outdir, tmp_root)
         return run
     finally:
@@ -176,15 +193,19 @@ def execute(
     tmp: Path,
     env: dict[str, str],
     log=print,
+    *,
+    source: bytes | None = None,
 ) -> nbformat.NotebookNode:
-    """Convert the chapter to a notebook and run it with papermill in ``tmp``, its kernel
-    under ``env`` (the :mod:`ntkbook.protocol` variables); return the executed notebook.
+    """Convert the chapter (``source``, default its file as it is now) to a notebook and run
+    it with papermill in ``tmp``, its kernel under ``env`` (the :mod:`ntkbook.protocol`
+    variables); return the executed notebook.
 
     A failing cell raises :class:`ChapterFailed`, the executed notebook kept in
     ``_build/failed/`` for inspection.
     """
     project = chapter.project
-    nb = jupytext.read(chapter.source)
+    text = chapter.source.read_text() if source is None else source.decode()
+    nb = jupytext.reads(text, fmt=chapter.source.suffix.lstrip("."))
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
@@ -210,7 +231,10 @@ def execute(
             cwd=str(tmp),
             progress_bar=sys.stderr.isatty(),
             report_mode=False,
-            request_save_on_cell_execute=False,
+            request_save_on_cell_execute=True,  # the progress line counts finished cells
+            # quiet: the kernel app's own log (its "running over TCP without encryption" on a
+            # local socket) says nothing about the chapter; the chapter's warnings are cell output
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as e:
         failed = project.build / "failed"
@@ -248,19 +272,41 @@ def provenance_note(run: dict[str, Any]) -> str:
     """The note at the top of a chapter's page: when, at which commit and at which profile
     its numbers and figures were computed, and the command that recomputes them."""
     when = run["computed_at"].replace("T", " ").removesuffix("Z") + " UTC"
-    return (
+    note = (
         ":::{note}\n"
         f"Computed on {when} at commit `{run['git_commit'][:12]}`, profile `{run['profile']}`, "
         f"in {run['seconds']:.0f} s. `{run['command']}` recomputes this page.\n"
         ":::\n"
     )
+    yours = run.get("overrides") or {}
+    if yours:
+        values = ", ".join(f"`{k} = {v!r}`" for k, v in yours.items())
+        note += (
+            "\n:::{warning}\n"
+            f"**Your values, not the book's:** this page was computed with {values} over the "
+            f"`{run['profile']}` profile. `python -m ntkbook build --reset` returns it to the "
+            "profile.\n:::\n"
+        )
+    return note
 
 
-def stamp(path: Path, run: dict[str, Any]) -> None:
-    """Put :func:`provenance_note` under the title of the executed notebook at ``path`` (in its
-    first markdown cell, after the first ``#`` heading; first in the cell when it has none)."""
+FOLD_LINES = 12  # code cells longer than this are folded behind "show code" on the page
+
+
+def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) -> None:
+    """Dress the executed notebook at ``path`` for its page: :func:`provenance_note` and
+    :func:`checks_summary` under the title (in its first markdown cell, after the first ``#``
+    heading; first in the cell when it has none), the parameters shown once (:func:`show_parameters`), and code cells longer than
+    ``FOLD_LINES`` lines folded (Jupyter Book's ``hide-input``; a ``show-input`` tag keeps one
+    open). Outputs and figures always stay visible."""
     nb = nbformat.read(path, as_version=4)
-    note = provenance_note(run)
+    show_parameters(nb, run)
+    for c in nb.cells:
+        tags = c.metadata.setdefault("tags", [])
+        long = len(c.source.splitlines()) > FOLD_LINES
+        if c.cell_type == "code" and long and not {"show-input", "parameters"} & set(tags):
+            tags.append("hide-input")
+    note = provenance_note(run) + checks_summary(checks)
     cell = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if cell is None:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
@@ -269,6 +315,50 @@ def stamp(path: Path, run: dict[str, Any]) -> None:
         at = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
         cell.source = "\n".join(lines[:at] + ["", note] + lines[at:])
     nbformat.write(nb, path)
+
+
+def checks_summary(checks: list[dict[str, Any]]) -> str:
+    """A box a reader can stop at: how many of the chapter's checks pass, one line each (its
+    verdict, what it checks, the comparison in words); the checks themselves follow in the
+    chapter, each under the result it tests."""
+    if not checks:
+        return ""
+    n_pass = sum(c["passed"] for c in checks)
+    lines = [
+        f"- {'✓' if c['passed'] else '✗ ' + status_word(c)} {cell(c['name'])}: "
+        f"{cell(comparison_text(c))}"
+        for c in checks
+    ]
+    return (
+        f"\n:::{{admonition}} This chapter's checks: {n_pass} of {len(checks)} pass\n\n"
+        + "\n".join(lines)
+        + "\n:::\n"
+    )
+
+
+def show_parameters(nb: nbformat.NotebookNode, run: dict[str, Any]) -> None:
+    """Show a chapter's parameters once: the declared cell rewritten with the values this run
+    used (a changed one says its default), headed by the profile and the command that changes
+    them; papermill's injected cell, which set those values, hidden (``remove-cell``)."""
+    values = run["parameters"]
+    for c in nb.cells:
+        tags = c.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags:
+            tags.append("remove-cell")
+        elif "parameters" in tags:
+            lines = [
+                f"# the values of this run (profile {run['profile']}); change one with",
+                f"# {run['command']} -p NAME=VALUE",
+            ]
+            for raw in c.source.splitlines():
+                m = _LINE.match(raw.strip())
+                if not m or m["name"] not in values:
+                    lines.append(raw)
+                    continue
+                used, was = values[m["name"]], m["value"]
+                note = "" if repr(used) == was or str(used) == was else f" (default {was})"
+                lines.append(f"{m['name']}: {m['type']} = {used!r}  # {m['decl']}{note}")
+            c.source = "\n".join(lines)
 
 
 def _alive(pid: int) -> bool:

@@ -26,7 +26,7 @@ import yaml
 
 from ntkbook import ledger
 from ntkbook.files import atomic_write_bytes
-from ntkbook.numbers import cell, comparison_text, number, power_hint, sig
+from ntkbook.numbers import cell, comparison_text, number, power_hint, sig, status_word
 from ntkbook.performance import accuracy_report, latest_report, write_page
 from ntkbook.project import PROFILES, Project, UsageError, library_hash
 
@@ -50,9 +50,7 @@ def collect_runs(project: Project) -> list[dict[str, Any]]:
 
 
 def status_mark(c: dict[str, Any]) -> str:
-    if c["passed"]:
-        return "✓"
-    return "✗ powerless" if c.get("powerless") else "✗ FAIL"
+    return "✓" if c["passed"] else f"✗ {status_word(c)}"
 
 
 def _check_block(c: dict[str, Any]) -> str:
@@ -69,7 +67,8 @@ def _check_block(c: dict[str, Any]) -> str:
     source = {"derived": " (derived here)", "measured": " (measured here)"}.get(c.get("source"), "")
     params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
     lines = [
-        f"````{{dropdown}} {status_mark(c)} {cell(c['name'])}: {comparison_text(c)}",
+        f"````{{dropdown}} {status_mark(c)} {cell(c['name'])}: {comparison_text(c)}"
+        + (f" (your values: {cell(_yours(c))})" if c.get("overrides") else ""),
         f"- **Statement:** {{cite:t}}`{c['paper']}`, {cell(c['theorem'])}{source}",
         f"- **Tolerance:** {sig(number(c, 'tolerance'), 3)}; {cell(c['why'])}"
         + (f" (exact: {cell(c['exact'])})" if c.get("exact") else "")
@@ -86,6 +85,10 @@ def _check_block(c: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _yours(c: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in c["overrides"].items())
 
 
 def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
@@ -133,15 +136,18 @@ def runs_markdown(runs: list[dict[str, Any]], caps: dict[str, dict[str, str]] | 
     below the asked profile (``notebooks/publish.yml``) says so, and why, under the table."""
     rows = [
         "| chapter | profile | computed (UTC) | seconds | last ci / quick / full | checks "
-        "| figures | git commit | rerun |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| figures | git commit | jax, numpy, scipy | rerun |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         when = r.get("computed_at", "—").replace("T", " ").removesuffix("Z")
+        v = r.get("versions") or {}
+        versions = ", ".join(v.get(p, "?") for p in ("jax", "numpy", "scipy")) if v else "—"
         rows.append(
             f"| {r['chapter']} | {r['profile']} | {when} | {r['seconds']} | {_times_cell(r)} "
             f"| {r['checks'] - r['checks_failed']}/"
-            f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | `{cell(r['command'])}` |"
+            f"{r['checks']} pass | {len(r['figures'])} | `{r['git_commit'][:12]}` | {versions} "
+            f"| `{cell(r['command'])}` |"
         )
     notes = [
         f"- `make publish PROFILE=full` builds {name} at `{cap['profile']}`: {cell(cap['why'])}"
@@ -235,7 +241,7 @@ def site_key(project: Project) -> str:
         p for p in (project.root / "book").rglob("*") if p.is_file() and "_static" not in p.parts
     )
     here = Path(__file__).parent
-    files += sorted(here.glob("*.py"))  # ntkbook's own code, wherever the book is
+    files += sorted(here.glob("*.py")) + sorted(here.glob("static/*"))  # ntkbook: code, style
     for p in files:
         if p.exists():
             base = project.root if p.is_relative_to(project.root) else here.parent

@@ -5,6 +5,8 @@
   page -- a JavaScript error in every reader's console -- and points at a CDN. The book has no
   live-code buttons, so this extension drops the thebe scripts and any exact duplicate script
   tag from each page.
+* Style: ``ntkbook/static/ntkbook.css`` keeps every page within its column (inline code,
+  signatures and printed output wrap) at 1280 px and on a 390 px phone.
 * Render ntklib's docstrings as written (API reference): their indented formula blocks, such
   as ``K = sum_j |delta_j|^2 |a_j|^2``, are plain-text mathematics, which reStructuredText
   would read as block quotes full of substitution references; each becomes a literal block.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 _SECTION = re.compile(
@@ -66,7 +69,14 @@ def _clean_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = kept
 
 
+def _add_static(app) -> None:
+    """Serve ``ntkbook/static`` (the book's stylesheet) beside the project's static files."""
+    app.config.html_static_path.append(str(Path(__file__).parent / "static"))
+
+
 def setup(app) -> dict[str, Any]:
+    app.connect("builder-inited", _add_static)
+    app.add_css_file("ntkbook.css")
     app.connect("html-page-context", _clean_scripts, priority=900)
     app.connect("autodoc-process-docstring", _process_docstring, priority=400)  # before napoleon
     return {"parallel_read_safe": True, "parallel_write_safe": True}

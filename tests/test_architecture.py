@@ -3,6 +3,7 @@ cycle inside ntklib; no import inside a function; sweep is batching that imports
 
 import ast
 import hashlib
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,3 +217,17 @@ def test_every_argument_is_documented_with_its_default():
                 missing.append(f"{qual}: the entry for {p.name} names no default")
     assert seen > 50, seen  # the walk found the modules' functions
     assert not missing, "\n".join(missing)
+
+
+def test_theorem_blocks_carry_the_papers_numbers_not_the_books():
+    """A ``prf:theorem`` block is titled by the paper's own result (or says it is derived
+    here) and has no book-wide counter, so the block and the sentence citing it agree."""
+    found = 0
+    for nb in sorted((ROOT / "notebooks").glob("*.md")):
+        for m in re.finditer(r"```\{prf:theorem\}([^\n]*)\n((?::\w+:[^\n]*\n)*)", nb.read_text()):
+            found += 1
+            title, options = m[1].strip(), m[2]
+            assert ":nonumber:" in options, f"{nb.name}: {title!r} is numbered by the book"
+            cites = re.search(r"\b(Theorem|Proposition|Lemma|Corollary|Sec\.) ?\d", title)
+            assert cites or "derived here" in title, f"{nb.name}: {title!r} names no result"
+    assert found >= 9

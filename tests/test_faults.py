@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,9 @@ import time
 
 import pytest
 from conftest import DEMO, ROOT, ntkbook, snapshot
+
+from ntkbook import cli
+from ntkbook.project import Project
 
 pytestmark = pytest.mark.xdist_group("book")  # one worker builds the book once
 
@@ -123,3 +127,34 @@ def test_a_build_killed_between_chapters_keeps_the_finished_one(tmp_path):
     assert "demo: done (cached" in again.stdout and "demo_b: running" in again.stdout
     assert again.stdout.count("running (") == 1
     assert json.loads((root / "book" / "chapters" / "demo" / "run.json").read_text()) == run
+
+
+def test_a_running_chapter_reports_its_cells(tmp_path, capsys):
+    """While a chapter runs, its progress line counts the cells it has finished."""
+    root = tmp_path / "one"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "notebooks" / "demo.md").write_text(DEMO)
+    (root / "notebooks" / "profiles.yml").write_text("demo:\n  ci: {sleep: 4}\n")
+    project = Project(root)
+    ch = project.chapter("demo")
+    rec = cli._run_one(project, ch, "ci", ch.resolve("ci", {}), {}, False, heartbeat=1.0)
+    out = capsys.readouterr().out
+    assert rec["checks_failed"] == 0
+    assert re.search(r"demo: running, cell 2 of 3, \d+ s \(no earlier ci run\)", out), out
+
+
+def test_a_source_edited_during_a_run_is_not_stamped_fresh(tmp_path):
+    """The cache key is the executed source's: edited while it runs, the chapter is stale."""
+    root = tmp_path / "edit"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
+    (root / "notebooks" / "demo.md").write_text(DEMO)
+    (root / "notebooks" / "profiles.yml").write_text("demo:\n  ci: {sleep: 4}\n")
+    proc = _start(root, "run", "demo", "--profile", "ci")
+    _wait_for_kernel_work(root, proc, "demo")
+    (root / "notebooks" / "demo.md").write_text(DEMO + "\nEdited during the run.\n")
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    again = ntkbook(root, "build", "--profile", "ci", "--no-site")
+    assert again.returncode == 0 and "demo: running" in again.stdout, again.stdout

@@ -8,6 +8,7 @@ import inspect
 import json
 import pkgutil
 import re
+from html import escape
 
 import pytest
 from conftest import ntkbook, ntkbook_here, snapshot
@@ -36,9 +37,14 @@ def test_build_produces_site_checks_and_figures(book_project):
             "parameters",
         }
     dash = (html / "book" / "dashboard.html").read_text()
-    assert "demo check" in dash and "NTK fluctuations shrink" in dash
+    for c in checks:  # the dashboard shows every recorded check
+        assert escape(c["name"], quote=False) in dash, c["name"]
     page = (html / "book" / "chapters" / "infinite_width" / "infinite_width.html").read_text()
     assert page.count("<img") >= 3 and "Regenerate with" in page
+    # the parameters once: the declared cell with this run's values; papermill's cell hidden
+    assert page.count("the values of this run (profile ci)") == 1
+    assert "Parameters</span>" not in page and "injected-parameters" not in page
+    assert "hide-input" in page  # long code cells are folded behind "show code"
     assert "python -m ntkbook run infinite_width --profile ci" in page
     figs = book_project / "book" / "chapters" / "infinite_width" / "figures"
     for name in ("ntk_vs_angle", "error_vs_width", "extrapolation"):
@@ -165,8 +171,8 @@ def test_nan_measurement_can_never_pass(book_project):
     assert checks[0]["nonfinite"] == {"measured": "nan"}
     listing = ntkbook(book_project, "checks")
     assert listing.returncode == 1 and re.search(r"^FAIL +demo .*\bnan\b", listing.stdout, re.M)
-    build = ntkbook(book_project, "build", "--profile", "ci", "--no-site")
-    assert build.returncode == 0  # the ci profile reruns demo (parameters changed) and passes
+    build = ntkbook(book_project, "build", "--profile", "ci", "--no-site", "--reset")
+    assert build.returncode == 0  # back to the ci profile's values: demo reruns and passes
     assert ntkbook(book_project, "checks").returncode == 0
 
 
@@ -193,3 +199,18 @@ def test_api_page_documents_every_public_function(book_project):
                 missing.append(f"ntklib.{info.name}.{name}")
     assert not missing, missing
     assert inspect.getdoc(ntklib) and 'id="module-ntklib"' in page
+
+
+def test_build_keeps_your_own_values_and_says_so(book_project):
+    """A chapter rerun with your values stays in the book (marked) until ``build --reset``."""
+    demo = book_project / "book" / "chapters" / "demo"
+    mine = ntkbook(book_project, "run", "demo", "--profile", "ci", "-p", "seed=3")
+    assert mine.returncode == 0, mine.stderr
+    kept = ntkbook(book_project, "build", "--profile", "ci", "--no-site")
+    assert kept.returncode == 0 and "demo: kept your run (-p seed=3;" in kept.stdout, kept.stdout
+    assert "Your values, not the book's" in (demo / "demo.ipynb").read_text()
+    assert json.loads((demo / "checks.json").read_text())[0]["overrides"] == {"seed": 3}
+    reset = ntkbook(book_project, "build", "--profile", "ci", "--no-site", "--reset")
+    assert reset.returncode == 0 and "demo: running" in reset.stdout, reset.stdout
+    assert json.loads((demo / "checks.json").read_text())[0]["overrides"] == {}
+    assert "Your values" not in (demo / "demo.ipynb").read_text()

@@ -198,9 +198,11 @@ def test_dashboard_lists_failures_first_with_their_alternative():
     assert "1 of 3 checks pass; 2 FAIL (1 powerless" in page
     fail_part = page.split("## Failing checks")[1].split("\n## ")[0]
     assert "bad" in fail_part and "weak" in fail_part and "good" not in fail_part
-    assert "nan" in page and "✗ powerless" in page and "rules out *twice*" in page
+    assert "nan" in page and "✗ POWERLESS" in page and "rules out *twice*" in page
     assert "**Power:** powerless: a tolerance below 0.2 (now 0.5)" in page  # |1.2 - 1.0|
     assert "**would also pass under** *a skeptic's value*" in page
+    mine = dict(good, name="mine", overrides={"seed": 3})
+    assert "mine: " in (page := dashboard_markdown([mine])) and "(your values: seed=3)" in page
 
 
 def test_a_powerless_check_says_what_would_give_it_power():

@@ -7,6 +7,7 @@ Screenshots of every chapter page are written to ``_build/screenshots/`` of this
 
 import functools
 import http.server
+import json
 import os
 import re
 import shutil
@@ -109,7 +110,7 @@ def test_every_page_in_a_real_browser(site, browser):
     assert "index.html" in pages and any(p.startswith("book/chapters/") for p in pages)
     shots = ROOT / "_build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    problems = []
+    problems, heights = [], {}
     for page in pages:
         url = base + page
         browser.get(url)
@@ -128,14 +129,42 @@ def test_every_page_in_a_real_browser(site, browser):
         )
         for link in set(links):
             problems += _check_link(html, base, page, link)
-        if page.startswith("book/chapters/"):
-            name = Path(page).stem
+        name = page.removesuffix(".html").replace("/", "_")
+        for width in (1280, 390):  # a laptop and a phone
+            browser.set_window_size(width, 1600)
+            wide = browser.execute_script(TOO_WIDE)
+            problems += [f"{page} at {width} px: wider than the column: {e}" for e in wide[:5]]
             height = browser.execute_script("return document.body.scrollHeight")
-            browser.set_window_size(1280, min(max(height, 800), 12000))
-            browser.save_screenshot(str(shots / f"{name}.png"))
-            browser.set_window_size(1280, 1600)
-            assert (shots / f"{name}.png").stat().st_size > 10_000
+            heights.setdefault(page, {})[width] = height
+            if page.startswith(("book/chapters/", "book/dashboard", "book/performance")):
+                browser.set_window_size(width, min(max(height, 800), 12000))
+                browser.save_screenshot(str(shots / f"{name}-{width}.png"))
+                assert (shots / f"{name}-{width}.png").stat().st_size > 10_000
+        browser.set_window_size(1280, 1600)
+    (shots / "heights.json").write_text(json.dumps(heights, indent=1))
     assert not problems, "\n".join(problems)
+
+
+# Elements of the page's article wider than the viewport, unless a box around them scrolls
+# by itself (code cells do); the theme's off-canvas sidebars are not in the article.
+TOO_WIDE = """
+const vw = document.documentElement.clientWidth;
+const root = document.querySelector('article.bd-article') || document.body;
+const bad = [];
+for (const e of root.querySelectorAll('*')) {
+  const r = e.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0 || (r.right <= vw + 1 && r.left >= -1)) continue;
+  let a = e.parentElement, scrolls = false;
+  while (a && a !== document.documentElement && !scrolls) {
+    scrolls = /(auto|scroll|hidden)/.test(getComputedStyle(a).overflowX)
+      && a.getBoundingClientRect().right <= vw + 1;
+    a = a.parentElement;
+  }
+  if (!scrolls) bad.push(`${e.tagName.toLowerCase()}.${String(e.className).split(' ')[0]} `
+    + `(${Math.round(r.left)}..${Math.round(r.right)} px): ${(e.textContent || '').slice(0, 60)}`);
+}
+return bad;
+"""
 
 
 def _check_link(html: Path, base: str, page: str, link: str) -> list[str]:
