@@ -24,8 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ntkbook.files import replace_folder
 from ntkbook.project import PROFILES, Chapter, Project, UsageError
-from ntkbook.runner import _publish, cache_key, recover
+from ntkbook.runner import cache_key, recover
 from ntkbook.site import publish_caps
 
 
@@ -74,7 +75,7 @@ def swap_in(project: Project, html: Path, dest: Path) -> None:
     try:
         shutil.copytree(html, staging, ignore=shutil.ignore_patterns(".site-key", ".buildinfo"))
         (staging / MARKER).write_text("written by `python -m ntkbook publish`\n")
-        _publish(staging, dest, tmp_root)
+        replace_folder(staging, dest, tmp_root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ import jupytext
 import nbformat
 import papermill
 
-from ntkbook.files import atomic_write_bytes
+from ntkbook.files import atomic_write_bytes, replace_folder
 from ntkbook.numbers import cell, comparison_text, status_word
 from ntkbook.params import _LINE, canonical
 from ntkbook.project import Chapter
@@ -179,7 +179,7 @@ def run_chapter(
         }
         record(tmp, checks, run)
         stamp(tmp / f"{chapter.name}.ipynb", run, checks)
-        _publish(tmp, chapter.outdir, tmp_root)
+        replace_folder(tmp, chapter.outdir, tmp_root)
         return run
     finally:
         if tmp.exists():
@@ -375,7 +375,7 @@ def recover(tmp_root: Path, final: Path) -> None:
     """Clean up after a run that was killed (SIGKILL leaves no chance to clean up).
 
     Temporary folders of dead processes are removed; if a kill landed between the two renames
-    of :func:`_publish`, the previous results are moved back into place.
+    of :func:`ntkbook.files.replace_folder`, the previous results are moved back into place.
     """
     for d in tmp_root.glob(f"{final.name}-*"):
         parts = d.name[len(final.name) + 1 :].split("-")
@@ -386,13 +386,3 @@ def recover(tmp_root: Path, final: Path) -> None:
         os.replace(olds[-1], final)
     for d in tmp_root.glob(f"old-{final.name}-*"):
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:
-    """Replace ``final`` by ``tmp`` with two renames (same file system)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = tmp_root / f"old-{final.name}-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)

@@ -36,12 +36,14 @@ from ntklib.keys import grid_key, named_keys
 from ntklib.mlp import MLP, apply, forward, init, mlp
 from ntklib.stats import (
     LineFit,
+    bonferroni_z,
     bootstrap_ci,
     fit_line,
     fit_power_law,
     fit_power_law_samples,
     mean_and_se,
     moment_ratio,
+    small_time_order,
 )
 from ntklib.sweep import map_keys, map_points
 from ntklib.train import (
@@ -66,6 +68,7 @@ __all__ = [
     "MLP",
     "TrainResult",
     "apply",
+    "bonferroni_z",
     "bootstrap_ci",
     "depth",
     "descend",
@@ -103,6 +106,7 @@ __all__ = [
     "ntk_gram",
     "ntk_gram_mc",
     "ode",
+    "small_time_order",
     "stats",
     "sweep",
     "trig",

@@ -49,3 +49,27 @@ def choice(name: str, v: object, options: Sequence[str]) -> str:
     if v not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {v!r}")
     return v  # type: ignore[return-value]
+
+
+def available_memory() -> int | None:
+    """Bytes available for new allocations (Linux ``MemAvailable``), or ``None`` where unknown
+    (then nothing is refused for memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def fits(what: str, needed: float, available: int | None = None) -> None:
+    """Refuse (``MemoryError``, before any compute) an output of ``needed`` bytes that exceeds
+    the memory available (default: :func:`available_memory`)."""
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"{what} needs {needed / 2**30:.1f} GiB and this machine has "
+            f"{available / 2**30:.1f} GiB available"
+        )

@@ -177,7 +177,9 @@ def kernels(
         ``all_layers``); with ``return_error=True`` the pair ``(kernels, errors)``.
 
     Raises ``ValueError`` before any compute for inputs that are not of shape (batch,
-    features) or (outside a trace) hold a NaN or an infinity, naming the first such entry;
+    features) or (outside a trace) hold a NaN or an infinity, naming the first such entry, and
+    ``MemoryError`` when the output (every layer's, with ``all_layers``) exceeds the memory
+    available;
     warns (:class:`OverflowWarning`) with the first layer whose kernel is infinite when the
     recursion leaves the floating-point range (an erf NTK at ``w_std = 10`` grows about
     six-fold a layer). Memory grows with the number of kernel entries: a quadrature map
@@ -206,6 +208,14 @@ def kernels(
                 f"rtol = {rtol:g} cannot be reached in {jnp.result_type(x1)} (rounding alone "
                 f"is about {100 * eps:.1e} relative after a few layers)"
             )
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    itemsize = jnp.dtype(jnp.result_type(x1)).itemsize
+    layers = depth + 1 if all_layers else 1
+    _checks.fits(  # the output: NNGP and NTK (and their errors), every layer kept if asked
+        f"kernels({activation!r}) of {x1.shape[0]} x {n2} inputs at depth {depth}"
+        + (" with all_layers" if all_layers else ""),
+        (4 if want_error else 2) * layers * x1.shape[0] * n2 * itemsize,
+    )
     net = dict(
         depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )

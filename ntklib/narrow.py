@@ -329,10 +329,27 @@ def ntk_mlp(
     return ntk(apply_mlp, params, x1, x2, output=output) / (net.depth * net.scale**2)
 
 
-def _q(net: NarrowMLP, x1, x2, bias_var: float | None = None, rectify: bool = True):
-    """``(s12, q1, q2)`` of a random channel's pre-activation ``w . z + b``, ``w ~ N(0,
-    sigma^2/d_in)``: the body's (``z = x_+``, ``Var b = beta^2``) by default, the head's with
-    ``rectify=False`` (``z = x``) and ``bias_var = C^2 beta^2``."""
+def channel_covariance(
+    net: NarrowMLP, x1, x2, bias_var: float | None = None, rectify: bool = True
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(s12, q1, q2)``: covariance and variances of a random channel's pre-activation
+    ``u = w . z + b``, ``w ~ N(0, sigma^2 / d_in)``, at two batches of inputs:
+
+        s12 = sigma^2 / d_in z1 . z2 + Var b,   q_i = sigma^2 / d_in |z_i|^2 + Var b,
+
+    the body's channel (``z = x_+``, ``Var b = beta^2``) by default, the head's with
+    ``rectify=False`` (``z = x``) and ``bias_var = C^2 beta^2``. :func:`relu_moments` takes them.
+
+    Arguments:
+        net: the network (:func:`narrow_mlp`): ``sigma``, ``beta``, ``d_in``.
+        x1: inputs, shape (n1, d_in).
+        x2: inputs, shape (n2, d_in).
+        bias_var: the bias variance, default ``None`` (``beta^2``).
+        rectify: whether the channel sees ``x_+`` (the body), default ``True``.
+
+    Returns:
+        ``s12`` of shape (n1, n2), ``q1`` of shape (n1, 1), ``q2`` of shape (1, n2).
+    """
     p1, p2 = (jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)) if rectify else (x1, x2)
     v = net.sigma**2 / net.d_in
     b2 = net.beta**2 if bias_var is None else bias_var
@@ -363,7 +380,7 @@ def relu_moments(s12, q1, q2) -> tuple[jax.Array, jax.Array]:
 
 
 def _limit(net: NarrowMLP, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax.Array]:
-    kappa, _ = relu_moments(*_q(net, x1, x2))
+    kappa, _ = relu_moments(*channel_covariance(net, x1, x2))
     lin = jnp.maximum(x1, 0.0) @ jnp.maximum(x2, 0.0).T
     return lin + net.d_out + 1.0 / net.scale**2 + kappa, kappa
 
@@ -393,7 +410,9 @@ def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> j
     x2 = x1 if x2 is None else x2
     limit, kappa = _limit(net, x1, x2)
     c2 = net.scale**2
-    kappa0, _ = relu_moments(*_q(net, x1, x2, bias_var=c2 * net.beta**2, rectify=False))
+    kappa0, _ = relu_moments(
+        *channel_covariance(net, x1, x2, bias_var=c2 * net.beta**2, rectify=False)
+    )
     return limit + (x1 @ x2.T + 1.0 + kappa0 - c2 * kappa) / (net.depth * c2)
 
 
@@ -408,7 +427,7 @@ def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax
         x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
     """
     x2 = x1 if x2 is None else x2
-    m1, m2 = relu_moments(*_q(net, x1, x2))
+    m1, m2 = relu_moments(*channel_covariance(net, x1, x2))
     return jnp.sqrt((net.depth - 1) * jnp.maximum(m2 - m1**2, 0.0)) / net.depth
 
 

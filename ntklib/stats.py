@@ -127,6 +127,60 @@ def fit_power_law_samples(x, samples) -> LineFit:
     return fit_line(np.log(np.asarray(x, float)), mean, se)
 
 
+def small_time_order(t, curves) -> tuple[float, float, float]:
+    """The leading order ``p`` of positive curves ``e(t) ~ C t^p (1 + b t + d t^2 + ...)`` at
+    small ``t``: for each curve, least squares of
+
+        log e = p log t + c + b t + d t^2      (and, to measure the model, without d t^2),
+
+    (:func:`numpy.linalg.lstsq`). Returns the mean of ``p`` over the curves, its standard error
+    (ddof = 1), and ``|mean p - mean p without the t^2 term|``, what the fitted form leaves
+    out (to add to a tolerance).
+
+    Arguments:
+        t: the times, shape (T,), positive, T >= 4.
+        curves: the curves at those times, shape (n, T), positive, n >= 2.
+
+    Returns:
+        ``(p, p_se, model)``, three floats.
+    """
+    t = np.asarray(t, float)
+    e = np.asarray(curves, float)
+    if t.ndim != 1 or t.size < 4 or np.any(t <= 0):
+        raise ValueError("t: need at least 4 positive times")
+    if e.ndim != 2 or e.shape[1] != t.size or e.shape[0] < 2 or np.any(~(e > 0)):
+        raise ValueError(f"curves: need shape (n >= 2, {t.size}), positive values")
+    design = np.stack([np.log(t), np.ones_like(t), t, t**2], 1)
+    fits = np.array(
+        [[np.linalg.lstsq(design[:, :k], np.log(c), rcond=None)[0][0] for k in (3, 4)] for c in e]
+    )
+    p = fits[:, 1]
+    return (
+        float(p.mean()),
+        float(p.std(ddof=1) / np.sqrt(len(p))),
+        float(abs(p.mean() - fits[:, 0].mean())),
+    )
+
+
+def bonferroni_z(m: int, alpha: float = 0.01) -> float:
+    """The ``|z|`` threshold ``Phi^-1(1 - alpha / (2 m))`` below which ``m`` independent
+    standard normal scores all fall with probability at least ``1 - alpha`` (Bonferroni's
+    union bound over ``m`` two-sided tests): :func:`scipy.stats.norm.isf`.
+
+    Arguments:
+        m: the number of scores, at least 1 (else ``ValueError``).
+        alpha: the family-wise error rate, in (0, 1), default 0.01.
+
+    Returns:
+        the threshold, a float (2.576 for ``m = 1``, 3.291 for ``m = 10`` at the default).
+    """
+    if int(m) != m or m < 1:
+        raise ValueError(f"m = {m!r}: need an integer >= 1")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha = {alpha!r}: need 0 < alpha < 1")
+    return float(_sps.norm.isf(alpha / (2 * m)))
+
+
 def moment_ratio(samples) -> tuple[float, float]:
     """``r = E[X^2] / E[X]^2`` from samples, with its delta-method standard error.
 

@@ -230,3 +230,10 @@ def test_bad_inputs_are_refused_with_the_entry_and_overflow_names_its_layer(key)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a finite recursion says nothing
         nl.kernels(x, depth=1000, activation="erf", w_std=1.0, b_std=0.1)
+
+
+def test_an_output_that_cannot_fit_is_refused_before_any_compute():
+    """Every layer of 4096 x 4096 kernels at depth 10^5 would need 25 TiB: refused at once."""
+    x = jnp.ones((4096, 3))
+    with pytest.raises(MemoryError, match=r"depth 100000 with all_layers needs \d+\.\d GiB"):
+        nl.kernels(x, depth=100_000, activation="tanh", all_layers=True)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 import ntklib as nl
 
@@ -79,3 +80,37 @@ def test_polyfit_line_fit_equals_the_normal_equations(scatter):
         assert ratio == pytest.approx(1.0)  # never deflated below what y_se implies
     else:
         assert ratio > 1.5  # inflated by sqrt(chi^2 / dof)
+
+
+def test_bonferroni_threshold_keeps_the_family_wise_error_rate():
+    """m independent two-sided normal scores: P(all |Z_i| < z) = (1 - 2 Phi(-z))^m, at least
+    1 - alpha at the threshold (the union bound), and the threshold grows with m."""
+    for m in (1, 2, 10, 240, 10_000):
+        z = nl.bonferroni_z(m)
+        all_pass = (1 - 2 * sps.norm.sf(z)) ** m
+        assert all_pass >= 0.99 - 1e-12 and all_pass < 0.99 + 0.01 / 2, (m, all_pass)
+        assert nl.bonferroni_z(m, alpha=0.05) < z < nl.bonferroni_z(m + 1)
+    assert abs(nl.bonferroni_z(1) - 2.5758293035489) < 1e-12
+    for bad in (0, 2.5, -1):
+        with pytest.raises(ValueError):
+            nl.bonferroni_z(bad)
+    with pytest.raises(ValueError):
+        nl.bonferroni_z(3, alpha=1.0)
+
+
+def test_small_time_order_recovers_the_leading_power():
+    """Curves C t^p (1 + b t + d t^2) with p = 2 and per-curve b, d: the fit with the t^2 term
+    is exact, the one without leaves a model error; noise gives a standard error."""
+    t = np.linspace(0.01, 0.2, 20)
+    rng = np.random.default_rng(0)
+    b, d = rng.uniform(-1, 1, (2, 8, 1))
+    curves = 3.0 * t**2 * np.exp(b * t + d * t**2)
+    p, p_se, model = nl.small_time_order(t, curves)
+    assert abs(p - 2) < 1e-10 and p_se < 1e-10 and model > 1e-6
+    noisy = curves * np.exp(1e-3 * rng.standard_normal(curves.shape))
+    p, p_se, _ = nl.small_time_order(t, noisy)
+    assert p_se > 0 and abs(p - 2) < 4 * p_se + 1e-6
+    with pytest.raises(ValueError):
+        nl.small_time_order(t[:3], curves[:, :3])
+    with pytest.raises(ValueError):
+        nl.small_time_order(t, -curves)
