@@ -543,3 +543,103 @@ def ntk_cnn(
         output: the output whose NTK is taken, ``0 <= output < c_out``, default 0.
     """
     return ntk(apply_cnn, params, x1, x2, output=output) / (net.depth * net.scale**2)
+
+
+def _shift_masks(h: int, w: int, k: int, dtype) -> jax.Array:
+    """``M[d, p] = 1`` when pixel ``p - d`` (tap ``d`` of a same-padded ``k x k`` convolution
+    centred at ``p``) lies in the ``h x w`` image: shape (k^2, h w)."""
+    m, i, j = k // 2, jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    taps = [
+        ((i - a + m >= 0) & (i - a + m < h) & (j - b + m >= 0) & (j - b + m < w)).reshape(-1)
+        for a in range(k)
+        for b in range(k)
+    ]
+    return jnp.stack(taps).astype(dtype)
+
+
+def _patch_means(z: jax.Array, k: int) -> jax.Array:
+    """``P_d(z)[n, c]``: the mean over output pixels of what tap ``d`` reads, (N, c, k^2)."""
+    n, c, h, w = z.shape
+    return jnp.einsum("ncp,dp->ncd", z.reshape(n, c, h * w), _shift_masks(h, w, k, z.dtype)) / (
+        h * w
+    )
+
+
+def _patches(z: jax.Array, k: int) -> jax.Array:
+    """Zero-padded ``k x k`` patches centred at every pixel: (N, h w, c k^2)."""
+    m, (n, c, h, w) = k // 2, z.shape
+    zp = jnp.pad(z, ((0, 0), (0, 0), (m, m), (m, m)))
+    cols = jnp.stack([zp[:, :, a : a + h, b : b + w] for a in range(k) for b in range(k)], -1)
+    return cols.transpose(0, 2, 3, 1, 4).reshape(n, h * w, c * k * k)
+
+
+def _random_channel_term(net: NarrowCNN, z1: jax.Array, z2: jax.Array, bias_var) -> jax.Array:
+    """``kbar = sum_{p, q} n_pq kappa_pq / (h w h' w')``: the random channel's mean product
+    after the readout's pooling, ``kappa_pq = E[relu(u_p) relu(u'_q)]`` with ``Cov(u_p, u'_q) =
+    sigma^2 / (c_in k^2) <patch_p(z), patch_q(z')> + bias_var``; one image of ``z1`` at a
+    time (memory ``B2 (h w)^2``)."""
+    k, v = net.kernel, net.sigma**2 / (net.c_in * net.kernel**2)
+    p2 = _patches(z2, k)
+    q2 = v * jnp.sum(p2**2, -1) + bias_var  # (B2, hw)
+    m1 = _shift_masks(*z1.shape[-2:], k, z1.dtype) / (z1.shape[-1] * z1.shape[-2])
+    m2 = _shift_masks(*z2.shape[-2:], k, z2.dtype) / (z2.shape[-1] * z2.shape[-2])
+
+    def one(p1):  # (hw, f): one image of z1 against every image of z2
+        s12 = v * jnp.einsum("pf,bqf->bpq", p1, p2) + bias_var
+        q1 = v * jnp.sum(p1**2, -1) + bias_var
+        kappa, _ = relu_moments(s12, q1[None, :, None], q2[:, None, :])
+        return jnp.einsum("bpq,dp,dq->b", kappa, m1, m2)
+
+    return jax.lax.map(one, _patches(z1, k))
+
+
+def _limit_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    k, r1, r2 = net.kernel, jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)
+    lin = jnp.einsum("acd,bcd->ab", _patch_means(r1, k), _patch_means(r2, k))
+    ones1 = _patch_means(jnp.ones((1, 1) + x1.shape[-2:], x1.dtype), k)[0, 0]
+    ones2 = _patch_means(jnp.ones((1, 1) + x2.shape[-2:], x2.dtype), k)[0, 0]
+    kbar = _random_channel_term(net, r1, r2, net.beta**2)
+    return lin + net.c_out * (ones1 @ ones2) + 1.0 / net.scale**2 + kbar, kbar
+
+
+def limit_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    """The ``L -> inf`` limit of :func:`ntk_cnn` at fixed ``C`` (derived here from the
+    construction, as :func:`limit_kernel` for the MLP; the paper's CNN formula was not
+    readable):
+
+        Theta_inf(x, x') = <P x_+, P x'_+> + c_out nu + 1/C^2 + kbar(x, x'),
+
+    with ``P_d(z)`` the mean over output pixels of what tap ``d`` of a same-padded ``k x k``
+    convolution reads, ``<P z, P z'> = sum_{c, d} P_d(z_c) P_d(z'_c)``, ``nu = sum_d P_d(1)
+    P_d(1)`` (the output channels' constant 1, 4.515625 for 4 x 4 images and ``k = 3``), and
+    ``kbar`` the random channel's pooled mean product (:func:`_random_channel_term`). With
+    ``k = 1`` on 1 x 1 images it is :func:`limit_kernel` exactly. Use float64.
+
+    Arguments:
+        net: the architecture (``c_in``, ``c_out``, ``C``, ``kernel``, ``sigma``, ``beta``;
+            not the depth or the recorded size).
+        x1: images, shape (B1, c_in, H, W).
+        x2: images, shape (B2, c_in, H', W'), default ``None`` (``x2 = x1``).
+    """
+    return _limit_cnn(net, x1, x1 if x2 is None else x2)[0]
+
+
+def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
+    """Exact ``E[ntk_cnn]`` at depth ``L``: the limit plus the head's ``O(1/L)`` terms,
+
+        Theta_inf + (<P x, P x'> + 1 + kbar_0 - C^2 kbar) / (L C^2),
+
+    ``kbar_0`` the head's random channel (raw ``x``, bias variance ``C^2 beta^2``), as
+    :func:`mean_kernel` for the MLP.
+
+    Arguments:
+        net: the architecture, its depth ``L`` included.
+        x1: images, shape (B1, c_in, H, W).
+        x2: images, shape (B2, c_in, H', W'), default ``None`` (``x2 = x1``).
+    """
+    x2 = x1 if x2 is None else x2
+    limit, kbar = _limit_cnn(net, x1, x2)
+    c2 = net.scale**2
+    raw = jnp.einsum("acd,bcd->ab", _patch_means(x1, net.kernel), _patch_means(x2, net.kernel))
+    head = _random_channel_term(net, x1, x2, c2 * net.beta**2)
+    return limit + (raw + 1.0 + head - c2 * kbar) / (net.depth * c2)
