@@ -110,6 +110,9 @@ def rules_out(
     return measured - tolerance > value
 
 
+_POWER_Z = 1.2816  # Phi^-1(0.9): a check is made when it excludes its alternative 9 times in 10
+
+
 def can_exclude(
     name: str,
     *,
@@ -118,28 +121,42 @@ def can_exclude(
     alternative: float,
     n: int,
     unit: str = "networks",
+    uncertainty: float | None = None,
 ) -> bool:
     """Whether a bound check has the precision to exclude its violating ``alternative``, decided
-    from its tolerance (an error estimate) alone, before the measurement is compared: even a
-    measurement right at the bound excludes the alternative only when ``tolerance <
-    |alternative - predicted|``. When it cannot, the chapter shows that the check is *not made*
-    at this profile, and how many ``unit`` would give it the power (a standard error falls like
-    ``1/sqrt(n)``: ``n (tolerance / gap)^2``), rather than making a powerless check.
+    from its error estimates alone, before the measurement is compared. Without
+    ``uncertainty``: even a measurement right at the bound excludes the alternative only when
+    ``tolerance < gap = |alternative - predicted|``. With the measurement's standard error
+    ``uncertainty = s``: the check must exclude the alternative with probability at least 90 %
+    when the claim holds exactly (the measurement ``~ N(predicted, s^2)``), that is
+    ``tolerance + 1.28 s <= gap``; a tolerance just under the gap would leave a measurement one
+    standard error off the bound powerless (hierarchy at ``quick``: tolerance 0.46 against a
+    gap of 0.5, measured 0.21 off the bound, powerless). When it cannot, the chapter shows that
+    the check is *not made* at this profile, and how many ``unit`` would give it the power (a
+    standard error falls like ``1/sqrt(n)``: ``n ((tolerance + 1.28 s) / gap)^2``), rather than
+    making a powerless check.
 
     Arguments:
         name: the check's name, as :func:`check` would record it.
         tolerance: the check's tolerance. predicted: the bound. alternative: the violation.
         n: the sample size behind the tolerance. unit: what ``n`` counts, default
             ``"networks"``.
+        uncertainty: the measurement's standard error, default ``None`` (the tolerance alone).
     """
     gap = abs(float(alternative) - float(predicted))
     tolerance = float(tolerance)
-    if math.isfinite(tolerance) and tolerance < gap:
+    spread = 0.0 if uncertainty is None else _POWER_Z * float(uncertainty)
+    if math.isfinite(tolerance + spread) and tolerance + spread < gap:
         return True
-    need = math.ceil(n * (tolerance / gap) ** 2) if math.isfinite(tolerance) else None
+    need = (
+        math.ceil(n * ((tolerance + spread) / gap) ** 2)
+        if math.isfinite(tolerance + spread)
+        else None
+    )
+    power = "" if uncertainty is None else f" with 90 % power (+ 1.28 s.e. = {sig(spread)})"
     text = (
         f"[NOT CHECKED at this profile] {name}: its tolerance {sig(tolerance)} cannot exclude "
-        f"the violation {sig(alternative)} (|{sig(alternative)} - {sig(predicted)}| = "
+        f"the violation {sig(alternative)}{power} (|{sig(alternative)} - {sig(predicted)}| = "
         f"{sig(gap)}); about {need if need else 'many more'} {unit} instead of {n} would"
     )
     ctx = context()

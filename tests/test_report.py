@@ -220,3 +220,8 @@ def test_a_bound_too_imprecise_for_its_violation_is_not_made(capsys):
     assert not can_exclude("b", tolerance=0.6, **args)  # 8 (0.6/0.5)^2 = 11.52 -> 12
     out = capsys.readouterr().out
     assert "[NOT CHECKED at this profile] b" in out and "about 12 networks per width" in out
+    # with the standard error s, a check is made only with 90 % power: tolerance + 1.28 s < gap
+    assert can_exclude("c", tolerance=0.3, uncertainty=0.1, **args)  # 0.43 < 0.5
+    assert not can_exclude("c", tolerance=0.45, uncertainty=0.15, **args)  # 0.64: 8 * 1.28^2
+    out = capsys.readouterr().out
+    assert "with 90 % power" in out and "about 14 networks per width" in out
