@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -32,7 +33,14 @@ from ntkbook.numbers import comparison_text, power_hint, status_word
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
 from ntkbook.publish import check_destination, plan, swap_in, tree_key
-from ntkbook.runner import ChapterFailed, cache_key, is_fresh, last_times, run_chapter
+from ntkbook.runner import (
+    ChapterFailed,
+    cache_key,
+    is_fresh,
+    last_times,
+    override_args,
+    run_chapter,
+)
 from ntkbook.site import build_site, collect_checks, write_dashboard
 
 
@@ -193,7 +201,7 @@ def _your_run(ch: Chapter, profile: str) -> str | None:
         fresh = is_fresh(ch, cache_key(ch, ch.resolve(profile, overrides)))
     except UsageError:  # a parameter the chapter no longer has: rerun at the profile
         return None
-    return " ".join(f"-p {k}={json.dumps(v)}" for k, v in overrides.items()) if fresh else None
+    return shlex.join(override_args(overrides)) if fresh else None
 
 
 def cmd_build(project: Project, args) -> int:

@@ -32,6 +32,11 @@ def status_word(c: dict[str, Any]) -> str:
     return "PASS" if c["passed"] else ("POWERLESS" if c.get("powerless") else "FAIL")
 
 
+def status_mark(c: dict[str, Any]) -> str:
+    """``✓`` for a passing check, else ``✗`` and its :func:`status_word`."""
+    return "✓" if c["passed"] else f"✗ {status_word(c)}"
+
+
 def comparison_text(c: dict[str, Any]) -> str:
     """A check's comparison in words, with the digits its uncertainty supports."""
     num = {k: number(c, k) for k in ("measured", "predicted", "tolerance", "uncertainty")}

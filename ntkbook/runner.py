@@ -27,7 +27,7 @@ import nbformat
 import papermill
 
 from ntkbook.files import atomic_write_bytes, replace_folder
-from ntkbook.numbers import cell, comparison_text, status_word
+from ntkbook.numbers import cell, comparison_text, status_mark
 from ntkbook.params import _LINE, canonical
 from ntkbook.project import Chapter
 from ntkbook.protocol import git_commit, records, run_environment
@@ -49,13 +49,13 @@ def cache_key(chapter: Chapter, values: dict[str, Any], source: bytes | None = N
     return h.hexdigest()
 
 
+KEY_PACKAGES = ("jax", "jaxlib", "numpy", "scipy")
+
+
 def library_versions() -> dict[str, str]:
     """The installed versions of the packages a chapter's numbers depend on most (the whole
     environment is pinned by ``constraints.txt`` and hashed by :func:`environment_hash`)."""
     return {p: importlib.metadata.version(p) for p in KEY_PACKAGES}
-
-
-KEY_PACKAGES = ("jax", "jaxlib", "numpy", "scipy")
 
 
 @functools.cache
@@ -112,11 +112,17 @@ def measured_times(
     return times
 
 
-def rerun_command(chapter: str, profile: str, overrides: dict[str, Any]) -> str:
-    parts = ["python", "-m", "ntkbook", "run", chapter, "--profile", profile]
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``["-p", "name=value", ...]``: the command-line form of a run's own values."""
+    parts = []
     for k, v in overrides.items():
         parts += ["-p", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
-    return shlex.join(parts)
+    return parts
+
+
+def rerun_command(chapter: str, profile: str, overrides: dict[str, Any]) -> str:
+    parts = ["python", "-m", "ntkbook", "run", chapter, "--profile", profile]
+    return shlex.join(parts + override_args(overrides))
 
 
 def run_chapter(
@@ -296,9 +302,10 @@ FOLD_LINES = 12  # code cells longer than this are folded behind "show code" on 
 def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) -> None:
     """Dress the executed notebook at ``path`` for its page: :func:`provenance_note` and
     :func:`checks_summary` under the title (in its first markdown cell, after the first ``#``
-    heading; first in the cell when it has none), the parameters shown once (:func:`show_parameters`), and code cells longer than
-    ``FOLD_LINES`` lines folded (Jupyter Book's ``hide-input``; a ``show-input`` tag keeps one
-    open). Outputs and figures always stay visible."""
+    heading; first in the cell when it has none), the parameters shown once
+    (:func:`show_parameters`), and code cells longer than ``FOLD_LINES`` lines folded (Jupyter
+    Book's ``hide-input``; a ``show-input`` tag keeps one open). Outputs and figures always
+    stay visible."""
     nb = nbformat.read(path, as_version=4)
     show_parameters(nb, run)
     for c in nb.cells:
@@ -324,11 +331,7 @@ def checks_summary(checks: list[dict[str, Any]]) -> str:
     if not checks:
         return ""
     n_pass = sum(c["passed"] for c in checks)
-    lines = [
-        f"- {'✓' if c['passed'] else '✗ ' + status_word(c)} {cell(c['name'])}: "
-        f"{cell(comparison_text(c))}"
-        for c in checks
-    ]
+    lines = [f"- {status_mark(c)} {cell(c['name'])}: {cell(comparison_text(c))}" for c in checks]
     return (
         f"\n:::{{admonition}} This chapter's checks: {n_pass} of {len(checks)} pass\n\n"
         + "\n".join(lines)

@@ -26,7 +26,7 @@ import yaml
 
 from ntkbook import ledger
 from ntkbook.files import atomic_write_bytes
-from ntkbook.numbers import cell, comparison_text, number, power_hint, sig, status_word
+from ntkbook.numbers import cell, comparison_text, number, power_hint, sig, status_mark
 from ntkbook.performance import accuracy_report, latest_report, write_page
 from ntkbook.project import PROFILES, Project, UsageError, library_hash
 
@@ -49,10 +49,6 @@ def collect_runs(project: Project) -> list[dict[str, Any]]:
     return runs
 
 
-def status_mark(c: dict[str, Any]) -> str:
-    return "✓" if c["passed"] else f"✗ {status_word(c)}"
-
-
 def _check_block(c: dict[str, Any]) -> str:
     alt = c.get("alternative")
     rules = (
@@ -65,10 +61,10 @@ def _check_block(c: dict[str, Any]) -> str:
         )
     )
     source = {"derived": " (derived here)", "measured": " (measured here)"}.get(c.get("source"), "")
-    params = ", ".join(f"{k}={v}" for k, v in c["parameters"].items())
+    params = _assignments(c["parameters"])
     lines = [
         f"````{{dropdown}} {status_mark(c)} {cell(c['name'])}: {comparison_text(c)}"
-        + (f" (your values: {cell(_yours(c))})" if c.get("overrides") else ""),
+        + (f" (your values: {cell(_assignments(c['overrides']))})" if c.get("overrides") else ""),
         f"- **Statement:** {{cite:t}}`{c['paper']}`, {cell(c['theorem'])}{source}",
         f"- **Tolerance:** {sig(number(c, 'tolerance'), 3)}; {cell(c['why'])}"
         + (f" (exact: {cell(c['exact'])})" if c.get("exact") else "")
@@ -87,8 +83,9 @@ def _check_block(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _yours(c: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in c["overrides"].items())
+def _assignments(values: dict[str, Any]) -> str:
+    """``"a=1, b=[2, 3]"``: a check's parameters, or the reader's own values among them."""
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def dashboard_markdown(checks: list[dict[str, Any]]) -> str:
