@@ -643,3 +643,34 @@ def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) 
     raw = jnp.einsum("acd,bcd->ab", _patch_means(x1, net.kernel), _patch_means(x2, net.kernel))
     head = _random_channel_term(net, x1, x2, c2 * net.beta**2)
     return limit + (raw + 1.0 + head - c2 * kbar) / (net.depth * c2)
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def output_spread(
+    net: NarrowMLP | NarrowCNN, x: jax.Array, keys: jax.Array, scheme: Scheme = "standard"
+) -> jax.Array:
+    """Each network's output range over the inputs, relative to its size:
+
+        r = (max_i f(x_i) - min_i f(x_i)) / max_i |f(x_i)|   (output 0; r = 0 exactly when
+                                                              f is constant on x)
+
+    for one network per key, drawn by :func:`init_mlp` or :func:`init_cnn` under ``scheme``.
+    A narrow ReLU network under a standard initialization collapses with depth (its units die
+    or its signals align), and gradient descent then cannot tell the inputs apart: ``r`` is
+    the measure of it at initialization. Forward passes only, vmapped over the keys.
+
+    Arguments:
+        net: the architecture (:func:`narrow_mlp` or :func:`narrow_cnn`).
+        x: inputs, shape (B, d) for an MLP or (B, c_in, H, W) for a CNN, ``B >= 2``.
+        keys: ``jax.random`` keys, shape (K, 2): one network each.
+        scheme: ``"standard"`` (He), ``"torch"`` or ``"narrow"`` (whose output is 0 at
+            initialization: ``r = 0``, uninformative), default ``"standard"``.
+    """
+    init, apply = (init_cnn, apply_cnn) if isinstance(net, NarrowCNN) else (init_mlp, apply_mlp)
+
+    def one(key):
+        out = apply(init(net, key, scheme), x)[:, 0]
+        size = jnp.max(jnp.abs(out))  # 0 for a dead He network (no biases): constant, r = 0
+        return jnp.where(size > 0, jnp.ptp(out) / jnp.where(size > 0, size, 1.0), 0.0)
+
+    return jax.vmap(one)(keys)

@@ -158,3 +158,35 @@ def test_a_source_edited_during_a_run_is_not_stamped_fresh(tmp_path):
     assert proc.returncode == 0
     again = ntkbook(root, "build", "--profile", "ci", "--no-site")
     assert again.returncode == 0 and "demo: running" in again.stdout, again.stdout
+
+
+CACHED_PROGRAM = """
+import jax, jax.numpy as jnp, ntklib as nl
+jax.config.update("jax_enable_x64", True)
+x = jax.random.normal(jax.random.PRNGKey(3), (4, 3))
+k = nl.kernels(x, depth=3, activation="tanh", w_std=1.5, b_std=0.1)
+net = nl.MLP(3, (16, 16), activation="tanh")
+params = nl.init(net, jax.random.PRNGKey(4))
+print(jnp.concatenate([k.ntk.ravel(), nl.ntk(net, params, x).ravel()]).tobytes().hex())
+"""
+
+
+def test_a_program_loaded_from_the_compile_cache_gives_the_compilers_bits(tmp_path):
+    """The chapters' persistent compilation cache (ntkbook.runner.compile_cache) serves the
+    executable XLA compiled: a run that loads every program gives the bits of the run that
+    compiled them (the alternative: a deserialized program that differs, e.g. by fast math)."""
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", CACHED_PROGRAM],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs.append((proc.stdout, sorted(p.name for p in (tmp_path / "cache").iterdir())))
+    (cold, entries), (warm, entries_after) = runs
+    assert entries and entries_after == entries  # the second run compiled nothing new
+    assert warm == cold

@@ -276,3 +276,19 @@ def test_cnn_limit_kernel_against_monte_carlo_over_networks(key):
     assert np.abs(exact - limit).min() > 4 * se.max()
     far = np.asarray(nw.mean_kernel_cnn(net._replace(depth=500), x))
     assert np.abs(far - limit).max() < np.abs(exact - limit).max() / 49
+
+
+def test_output_spread_is_each_networks_relative_spread_and_torch_collapses_with_depth(key):
+    """output_spread is (max_i f(x_i) - min_i f(x_i)) / max_i |f(x_i)| per draw; PyTorch's
+    default collapses a narrow CNN with depth (every draw constant at 40 layers), He's does not
+    (none of 32 draws at 40 layers)."""
+    x = jax.random.uniform(key, (6, 1, 4, 4))
+    ks = jax.random.split(key, 32)
+    shallow = nw.narrow_cnn(1, 1, 3, 1.0, 4)
+    r = np.asarray(nw.output_spread(shallow, x, ks[:3], "torch"))
+    for k, ri in zip(ks[:3], r, strict=True):
+        out = np.asarray(nw.apply_cnn(nw.init_cnn(shallow, k, "torch"), x))[:, 0]
+        np.testing.assert_allclose(ri, np.ptp(out) / np.abs(out).max(), rtol=1e-12, atol=0)
+    deep = nw.narrow_cnn(1, 1, 40, 1.0, 4)
+    assert np.all(np.asarray(nw.output_spread(deep, x, ks, "torch")) == 0.0)
+    assert np.all(np.asarray(nw.output_spread(deep, x, ks, "standard")) > 1e-3)
