@@ -130,7 +130,7 @@ def compile_cache(build: Path) -> dict[str, str]:
 
     A rerun with other values at the same shapes (another seed, a checked-out commit) or a
     second chapter with the same programs loads XLA's executables instead of compiling them
-    (a warm cache halves the test suite's time: 400 s -> 235 s). JAX keys an entry by the
+    (a warm cache takes the fast test tier from 400 s to 235 s on 2 cores). JAX keys an entry by the
     program, the JAX and jaxlib versions, the backend and the XLA flags, so a stale entry is
     never served, and a loaded executable is the one the compiler gave (bit-identical results:
     ``tests/test_faults.py``). The caller's own ``JAX_COMPILATION_CACHE_DIR`` wins.
