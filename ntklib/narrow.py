@@ -645,9 +645,24 @@ def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) 
     return limit + (raw + 1.0 + head - c2 * kbar) / (net.depth * c2)
 
 
-@partial(jax.jit, static_argnums=(0, 3))
+def _dense(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """The MLP's affine layer ``h W^T + b``."""
+    return h @ w.T + b
+
+
+def _spread(out: jax.Array) -> jax.Array:
+    """``(max - min) / max |out|`` over the inputs, and 0 where ``out`` is 0 everywhere."""
+    size = jnp.max(jnp.abs(out))  # 0 for a dead He network (no biases): constant, r = 0
+    return jnp.where(size > 0, jnp.ptp(out) / jnp.where(size > 0, size, 1.0), 0.0)
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4))
 def output_spread(
-    net: NarrowMLP | NarrowCNN, x: jax.Array, keys: jax.Array, scheme: Scheme = "standard"
+    net: NarrowMLP | NarrowCNN,
+    x: jax.Array,
+    keys: jax.Array,
+    scheme: Scheme = "standard",
+    every_depth: bool = False,
 ) -> jax.Array:
     """Each network's output range over the inputs, relative to its size:
 
@@ -659,18 +674,47 @@ def output_spread(
     or its signals align), and gradient descent then cannot tell the inputs apart: ``r`` is
     the measure of it at initialization. Forward passes only, vmapped over the keys.
 
+    With ``every_depth``, one pass through each network also reads ``r`` at every depth
+    ``l = 1..L``: the network of depth ``l`` is the draw's head, its first ``l - 1`` body
+    layers and its tail. Under ``"torch"`` and ``"standard"`` the body's layers are i.i.d.
+    and no distribution depends on ``L`` or ``C``, so that prefix is a draw of the depth-``l``
+    network: one compile and one pass serve every depth (the depths share their draws).
+
     Arguments:
         net: the architecture (:func:`narrow_mlp` or :func:`narrow_cnn`).
         x: inputs, shape (B, d) for an MLP or (B, c_in, H, W) for a CNN, ``B >= 2``.
         keys: ``jax.random`` keys, shape (K, 2): one network each.
         scheme: ``"standard"`` (He), ``"torch"`` or ``"narrow"`` (whose output is 0 at
-            initialization: ``r = 0``, uninformative), default ``"standard"``.
+            initialization: ``r = 0``, uninformative; not with ``every_depth``, whose
+            prefixes are not draws of a shallower narrow network), default ``"standard"``.
+        every_depth: return ``r`` at every depth, shape (K, L), instead of at ``L``, shape
+            (K,), default ``False``.
     """
-    init, apply = (init_cnn, apply_cnn) if isinstance(net, NarrowCNN) else (init_mlp, apply_mlp)
+    _check_scheme(scheme)
+    if every_depth and scheme == "narrow":
+        raise ValueError(
+            "every_depth needs scheme 'torch' or 'standard': the narrow scheme's scale C_L "
+            "depends on L, so a prefix of a depth-L draw is not a draw at a smaller depth"
+        )
+    cnn = isinstance(net, NarrowCNN)
+    init, apply = (init_cnn, apply_cnn) if cnn else (init_mlp, apply_mlp)
 
     def one(key):
-        out = apply(init(net, key, scheme), x)[:, 0]
-        size = jnp.max(jnp.abs(out))  # 0 for a dead He network (no biases): constant, r = 0
-        return jnp.where(size > 0, jnp.ptp(out) / jnp.where(size > 0, size, 1.0), 0.0)
+        p = init(net, key, scheme)
+        if not every_depth:
+            return _spread(apply(p, x)[:, 0])
+        lin = _conv if cnn else _dense
+
+        def tail(h):  # output 0 of the tail on the hidden layer h
+            out = lin(h, p["tail"]["w"][:1], p["tail"]["b"][:1])
+            return (out.mean(axis=(2, 3)) if cnn else out)[:, 0]
+
+        def layer(h, wb):
+            h = jax.nn.relu(lin(h, *wb))
+            return h, _spread(tail(h))
+
+        h = jax.nn.relu(lin(x, p["head"]["w"], p["head"]["b"]))
+        _, deeper = jax.lax.scan(layer, h, (p["body"]["w"], p["body"]["b"]))
+        return jnp.concatenate([_spread(tail(h))[None], deeper])
 
     return jax.vmap(one)(keys)
