@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ntkbook.cache_keys import cache_key, tree_key
 from ntkbook.numbers import comparison_text, power_hint, status_word
 from ntkbook.params import ParameterError, unknown_message
 from ntkbook.project import DEFAULT_PROFILE, PROFILES, Chapter, Project, UsageError
-from ntkbook.publish import check_destination, plan, swap_in, tree_key
+from ntkbook.publish import check_destination, plan, swap_in
 from ntkbook.runner import (
     ChapterFailed,
-    cache_key,
     is_fresh,
     last_times,
     override_args,
@@ -271,7 +271,7 @@ def cmd_publish(project: Project, args) -> int:
 
 
 def cmd_cache_key(project: Project, args) -> int:
-    print(tree_key(project, args.profile))
+    print(tree_key(plan(project, args.profile)))
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -70,11 +69,6 @@ class Project:
         """``{chapter: {profile: {param: value}}}`` from ``notebooks/profiles.yml``, validated."""
         return _load_profiles(self.profiles_file, self.profiles_file.stat().st_mtime_ns)
 
-    def source_hash(self) -> str:
-        """Hash of every source file of the ``ntklib`` the chapters import (found without
-        importing it): a chapter reruns when the library changes, not when ``ntkbook`` does."""
-        return library_hash()
-
 
 def library_root() -> Path:
     """The folder of the installed ``ntklib`` package, found without importing it."""
@@ -82,17 +76,6 @@ def library_root() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("ntklib is not installed: run `make book` (it installs it)")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def library_hash() -> str:
-    """SHA-256 over the relative paths and bytes of every ``*.py`` file of ``ntklib``: the
-    chapters' cache key covers the library they import, not ``ntkbook``."""
-    root = library_root()
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        h.update(p.relative_to(root.parent).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,21 +3,20 @@
 1. every chapter's parameters are resolved at its publish profile (:func:`plan`: the asked
    profile, or the lower one ``notebooks/publish.yml`` names for it) -- bad input stops here
    with exit status 2, before anything runs;
-2. each chapter whose cache key (:func:`ntkbook.runner.cache_key`) differs from its last
+2. each chapter whose cache key (:func:`ntkbook.cache_keys.cache_key`) differs from its last
    successful run's reruns; the others are kept as they are in ``book/chapters/``;
 3. the site is built into ``_build/html`` (Jupyter Book, warnings as errors);
 4. if any check fails, or a chapter or the site build fails, the command exits 1 and the
    published folder (``_build/publish``) is left exactly as it was; otherwise a copy of the
    new site replaces it with two renames.
 
-:func:`tree_key` is the one hash over every chapter's key that CI keys its cache of
-``book/chapters/`` on (``python -m ntkbook cache-key``).
+:func:`ntkbook.cache_keys.tree_key` over :func:`plan` is the one hash over every chapter's
+key that CI keys its cache of ``book/chapters/`` on (``python -m ntkbook cache-key``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import uuid
@@ -26,7 +25,7 @@ from typing import Any
 
 from ntkbook.files import replace_folder
 from ntkbook.project import PROFILES, Chapter, Project, UsageError
-from ntkbook.runner import cache_key, recover
+from ntkbook.runner import recover
 from ntkbook.site import publish_caps
 
 
@@ -42,14 +41,6 @@ def plan(project: Project, profile: str) -> list[tuple[Chapter, str, dict[str, A
         used = min(profile, cap, key=PROFILES.index)
         out.append((ch, used, ch.resolve(used, {})))
     return out
-
-
-def tree_key(project: Project, profile: str) -> str:
-    """SHA-256 over every chapter's name, publish profile and cache key."""
-    h = hashlib.sha256()
-    for ch, used, values in plan(project, profile):
-        h.update(f"{ch.name} {used} {cache_key(ch, values)}\n".encode())
-    return h.hexdigest()
 
 
 MARKER = ".ntkbook-publish"

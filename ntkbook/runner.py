@@ -8,8 +8,6 @@ leaves the previous notebook, figures and checks untouched.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -18,6 +16,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import jupytext
 import nbformat
 import papermill
 
+from ntkbook.cache_keys import cache_key
 from ntkbook.files import atomic_write_bytes, replace_folder
 from ntkbook.numbers import cell, comparison_text, status_mark
 from ntkbook.params import _LINE, canonical
@@ -37,18 +37,6 @@ class ChapterFailed(Exception):
     """The chapter's code raised; the previous results are kept."""
 
 
-def cache_key(chapter: Chapter, values: dict[str, Any], source: bytes | None = None) -> str:
-    """Hash of the chapter's source (``source``, default the file as it is now), its resolved
-    parameters, the ``ntklib`` sources and the installed environment
-    (:func:`environment_hash`)."""
-    h = hashlib.sha256()
-    h.update(chapter.source.read_bytes() if source is None else source)
-    h.update(canonical(values).encode())
-    h.update(chapter.project.source_hash().encode())
-    h.update(environment_hash().encode())
-    return h.hexdigest()
-
-
 KEY_PACKAGES = ("jax", "jaxlib", "numpy", "scipy")
 
 
@@ -56,21 +44,6 @@ def library_versions() -> dict[str, str]:
     """The installed versions of the packages a chapter's numbers depend on most (the whole
     environment is pinned by ``constraints.txt`` and hashed by :func:`environment_hash`)."""
     return {p: importlib.metadata.version(p) for p in KEY_PACKAGES}
-
-
-@functools.cache
-def environment_hash() -> str:
-    """SHA-256 over the Python version and the name and version of every installed
-    distribution: a chapter reruns when any package (JAX, NumPy, ...) is upgraded. There is
-    no lock file yet; this hashes what is installed, which is what the chapters ran with."""
-    dists = {
-        (d.metadata["Name"] or "").lower().replace("_", "-") + "==" + d.version
-        for d in importlib.metadata.distributions()
-    }
-    h = hashlib.sha256(sys.version.encode())
-    for line in sorted(dists):
-        h.update(line.encode() + b"\n")
-    return h.hexdigest()
 
 
 def is_fresh(chapter: Chapter, key: str) -> bool:
@@ -140,6 +113,14 @@ def compile_cache(build: Path) -> dict[str, str]:
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
     }
+
+
+def use_compile_cache(build: Path, environ: MutableMapping[str, str] | None = None) -> None:
+    """Point JAX at :func:`compile_cache`'s folder in ``environ`` (default ``os.environ``),
+    before JAX starts: a variable already set there is kept."""
+    environ = os.environ if environ is None else environ
+    for name, value in compile_cache(build).items():
+        environ.setdefault(name, value)
 
 
 def run_chapter(
@@ -245,8 +226,7 @@ def execute(
         # figures must reach the notebook whatever the caller's backend (CI often sets Agg)
         MPLBACKEND="module://matplotlib_inline.backend_inline",
     )
-    for name, value in compile_cache(project.build).items():
-        os.environ.setdefault(name, value)
+    use_compile_cache(project.build)
     try:
         papermill.execute_notebook(
             str(src),

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,10 +24,11 @@ import mathjax
 import yaml
 
 from ntkbook import ledger
+from ntkbook.cache_keys import site_key
 from ntkbook.files import atomic_write_bytes
 from ntkbook.numbers import cell, comparison_text, number, power_hint, sig, status_mark
 from ntkbook.performance import accuracy_report, latest_report, write_page
-from ntkbook.project import PROFILES, Project, UsageError, library_hash
+from ntkbook.project import PROFILES, Project, UsageError
 
 
 def collect_checks(project: Project) -> list[dict[str, Any]]:
@@ -227,24 +227,6 @@ def stage_mathjax(project: Project) -> Path:
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return dst
-
-
-def site_key(project: Project) -> str:
-    """Hash of everything the site is built from: the book's pages and generated files, the
-    executed chapters, the configuration, ntkbook's code and ntklib's sources (the API page)."""
-    h = hashlib.sha256(library_hash().encode())
-    files = [project.root / "_config.yml", project.root / "_toc.yml"]
-    files += sorted(
-        p for p in (project.root / "book").rglob("*") if p.is_file() and "_static" not in p.parts
-    )
-    here = Path(__file__).parent
-    files += sorted(here.glob("*.py")) + sorted(here.glob("static/*"))  # ntkbook: code, style
-    for p in files:
-        if p.exists():
-            base = project.root if p.is_relative_to(project.root) else here.parent
-            h.update(p.relative_to(base).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def build_site(project: Project, *, force: bool = False, log=print) -> Path:

@@ -54,6 +54,7 @@ from ntklib.train import (
     gradient_descent,
     gradient_flow,
     kernel_descent,
+    kernel_lr,
 )
 
 __version__ = "0.1.0"
@@ -88,6 +89,7 @@ __all__ = [
     "k4",
     "kernel_descent",
     "kernel_hierarchy",
+    "kernel_lr",
     "kernel_map",
     "kernels",
     "keys",

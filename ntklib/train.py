@@ -206,6 +206,21 @@ def gradient_flow(
     return FlowResult(dt * every * jnp.arange(f.shape[0]), f, k, final)
 
 
+def kernel_lr(gram: jax.Array, c: float = 1.0) -> jax.Array:
+    """The learning rate ``c / lambda_max(gram)`` for a (batch of) NTK Gram matrices.
+
+    Gradient descent on the squared loss ``1/2 |f - y|^2`` of the linearized network moves
+    each eigendirection by ``(1 - lr lambda)`` per step: stable for ``c < 2``, and ``c = 1``
+    removes the top direction in one step.
+
+    Arguments:
+        gram: symmetric positive semi-definite matrices, shape (..., n, n) (``eigvalsh`` reads
+            the lower triangle).
+        c: the fraction of ``1 / lambda_max``, default 1.0.
+    """
+    return c / jnp.linalg.eigvalsh(gram)[..., -1]
+
+
 def kernel_descent(
     gram: jax.Array,
     y: jax.Array,

@@ -12,15 +12,15 @@ from pathlib import Path
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-from ntkbook.runner import compile_cache  # noqa: E402  (imports no JAX)
+from ntkbook.runner import use_compile_cache  # noqa: E402  (imports no JAX)
 
 # The project's persistent compilation cache (ntkbook.runner.compile_cache), shared by both
 # workers, their subprocesses and the throw-away books' chapters. About 40 % of the suite is
 # compiling: on 2 cores, 400 s without the cache, 384 s with an empty one (a program compiled in
 # one process is loaded in the others), 235 s warm (a second `make test`). Entries are keyed
 # by program, versions and flags; set JAX_COMPILATION_CACHE_DIR to use another folder.
-for _name, _value in compile_cache(Path(__file__).resolve().parents[1] / "_build").items():
-    os.environ.setdefault(_name, _value)
+ROOT = Path(__file__).resolve().parents[1]
+use_compile_cache(ROOT / "_build")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -34,8 +34,6 @@ jax.config.update("jax_enable_x64", True)
 def key():
     return jax.random.PRNGKey(0)
 
-
-ROOT = Path(__file__).resolve().parents[1]
 
 DEMO = """---
 jupytext:

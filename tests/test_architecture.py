@@ -6,7 +6,8 @@ import hashlib
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 LAZY = {("ntkbook/__init__.py", "ntkbook")}  # PEP 562 export: the CLI must not import JAX
 
 
@@ -100,7 +101,8 @@ def test_public_api_is_sorted_and_complete():
 
 
 def test_chapter_cache_key_covers_ntklib_not_ntkbook():
-    from ntkbook.project import library_hash, library_root
+    from ntkbook.cache_keys import library_hash
+    from ntkbook.project import library_root
 
     assert library_root() == ROOT / "ntklib"
     h = hashlib.sha256()

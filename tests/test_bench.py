@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from ntkbook import performance
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow

@@ -5,13 +5,11 @@ equality that says why, each says where its tolerance comes from, and labels wha
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from ntkbook.project import Project
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # the slow tier: it needs every chapter run at ci (.ci/run runs `make book PROFILE=ci` first)
 pytestmark = pytest.mark.slow

@@ -1,12 +1,10 @@
 """The claims ledger: its rows name checks that exist and pass, or say why not."""
 
-from pathlib import Path
-
 import pytest
+from conftest import ROOT
 
 from ntkbook import ledger
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"chapter": "c", "name": "good", "passed": True}
 BAD = {"chapter": "c", "name": "bad", "passed": False}
 

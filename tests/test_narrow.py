@@ -12,7 +12,7 @@ from conftest import FAST_COMPILE
 from scipy.stats import norm
 
 from ntklib import narrow as nw
-from ntklib.train import descend, gradient_descent, kernel_descent
+from ntklib.train import descend, gradient_descent, kernel_descent, kernel_lr
 
 
 def _inputs(key, n=6, d=3):
@@ -218,6 +218,21 @@ def test_kernel_descent_is_the_closed_form_of_the_linear_iteration(rate):
     np.testing.assert_allclose(f_te, test, atol=1e-11 * np.abs(y).max())
 
 
+def test_kernel_lr_at_one_removes_the_top_direction_in_one_step():
+    """kernel_lr(K, c) = c / lambda_max(K), batched; at c = 1 one step of the linear iteration
+    leaves nothing along the top eigenvector (the residual's component there is (1 - lr lambda))."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(3, 6, 6))
+    k = a @ np.swapaxes(a, -1, -2)
+    lam, vec = np.linalg.eigh(k)
+    np.testing.assert_allclose(kernel_lr(jnp.asarray(k), 0.5), 0.5 / lam[:, -1], rtol=1e-13)
+    y = rng.normal(size=6)
+    lr = float(kernel_lr(jnp.asarray(k[0])))
+    residual = y - lr * k[0] @ y  # f = 0 at t = 0: one step of f <- f - lr K (f - y)
+    assert abs(vec[0][:, -1] @ residual) < 1e-13 * np.linalg.norm(y)  # rounding: ulps of |y|
+    assert abs(vec[0][:, 0] @ residual) > 0.5 * abs(vec[0][:, 0] @ y)
+
+
 def test_the_program_does_not_grow_with_depth(key):
     """One lax.scan over the body: the traced program of the NTK is the same size at any L."""
     x = jnp.ones((3, 2)) * 0.5
@@ -305,24 +320,25 @@ def test_output_spread_at_every_depth_reads_each_prefix_network_of_one_pass(key)
     full network's; the narrow scheme is refused (its prefixes are not narrow draws)."""
     x = jax.random.uniform(key, (6, 1, 4, 4))
     ks = jax.random.split(key, 3)
-    for net, init, apply, xs in (
-        (nw.narrow_cnn(1, 2, 5, 1.0, 4), nw.init_cnn, nw.apply_cnn, x),
-        (nw.narrow_mlp(3, 2, 5, 1.0), nw.init_mlp, nw.apply_mlp, x.reshape(6, -1)[:, :3]),
+    for net, init, apply, xs, scheme in (
+        (nw.narrow_cnn(1, 2, 5, 1.0, 4), nw.init_cnn, nw.apply_cnn, x, "torch"),
+        (nw.narrow_mlp(3, 2, 5, 1.0), nw.init_mlp, nw.apply_mlp, x[:, 0, 0, :3], "standard"),
     ):
-        for scheme in ("torch", "standard"):
-            r = np.asarray(nw.output_spread(net, xs, ks, scheme, True))
-            assert r.shape == (3, 5)
-            # r's rounding error is that of ptp relative to max |f|: ulps per layer, absolute
-            full = nw.output_spread(net, xs, ks, scheme)
-            np.testing.assert_allclose(r[:, -1], full, rtol=0, atol=1e-13)
-            for k, row in zip(ks, r, strict=True):
+        r = np.asarray(nw.output_spread(net, xs, ks, scheme, True))
+        assert r.shape == (3, 5)
+        # r's rounding error is that of ptp relative to max |f|: ulps per layer, absolute
+        full = nw.output_spread(net, xs, ks, scheme)
+        np.testing.assert_allclose(r[:, -1], full, rtol=0, atol=1e-13)
+        for depth in range(1, 6):
+
+            def prefix(k, depth=depth, init=init, apply=apply, net=net, xs=xs, scheme=scheme):
                 p = init(net, k, scheme)
-                for depth in range(1, 6):
-                    body = jax.tree.map(lambda a, d=depth: a[: d - 1], p["body"])
-                    out = np.asarray(apply(dict(p, body=body), xs))[:, 0]
-                    np.testing.assert_allclose(
-                        row[depth - 1], np.ptp(out) / np.abs(out).max(), rtol=0, atol=1e-13
-                    )
+                body = jax.tree.map(lambda a: a[: depth - 1], p["body"])
+                return apply(dict(p, body=body), xs)[:, 0]
+
+            out = np.asarray(jax.vmap(prefix)(ks))
+            expected = np.ptp(out, axis=1) / np.abs(out).max(axis=1)
+            np.testing.assert_allclose(r[:, depth - 1], expected, rtol=0, atol=1e-13)
     with pytest.raises(ValueError, match="every_depth"):
         nw.output_spread(nw.narrow_cnn(1, 1, 3, 1.0, 4), x, ks, "narrow", True)
 

@@ -4,16 +4,14 @@ import importlib.metadata
 import json
 import re
 import tomllib
-from pathlib import Path
 
 import jsonschema
 import yaml
+from conftest import ROOT
 from packaging.requirements import Requirement
 
 import ntklib
 from ntkbook.project import PROFILES, Project
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _name(req: str) -> str:

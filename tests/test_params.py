@@ -1,15 +1,13 @@
 """Parameter declarations and validation: the runner's first line of defence."""
 
 import math
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from papermill.translators import PythonTranslator
 
 from ntkbook.params import ParameterError, parse_declaration, parse_parameters_cell, resolve
 from ntkbook.project import Project
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CELL = """
 # comment lines are fine
