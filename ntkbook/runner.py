@@ -299,8 +299,8 @@ FOLD_LINES = 12  # code cells longer than this are folded behind "show code" on 
 
 
 def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) -> None:
-    """Dress the executed notebook at ``path`` for its page: :func:`provenance_note` and
-    :func:`checks_summary` under the title (in its first markdown cell, after the first ``#``
+    """Dress the executed notebook at ``path`` for its page: :func:`provenance_note`,
+    :func:`chapter_question` and :func:`checks_summary` under the title (in its first markdown cell, after the first ``#``
     heading; first in the cell when it has none), the parameters shown once
     (:func:`show_parameters`), and code cells longer than ``FOLD_LINES`` lines folded (Jupyter
     Book's ``hide-input``; a ``show-input`` tag keeps one open). Outputs and figures always
@@ -312,7 +312,8 @@ def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) ->
         long = len(c.source.splitlines()) > FOLD_LINES
         if c.cell_type == "code" and long and not {"show-input", "parameters"} & set(tags):
             tags.append("hide-input")
-    note = provenance_note(run) + checks_summary(checks)
+    note = provenance_note(run) + chapter_question(nb.metadata, run, path.parent)
+    note += checks_summary(checks)
     cell = next((c for c in nb.cells if c.cell_type == "markdown"), None)
     if cell is None:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
@@ -321,6 +322,28 @@ def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) ->
         at = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
         cell.source = "\n".join(lines[:at] + ["", note] + lines[at:])
     nbformat.write(nb, path)
+
+
+def chapter_question(meta: dict[str, Any], run: dict[str, Any], outdir: Path) -> str:
+    """The chapter's question and its headline figure, from the ``ntkbook:`` block of its
+    front matter (``question``: two sentences; ``headline``: the name of a figure the chapter
+    saves), for the top of its page: a reader can stop there. A headline the run did not
+    save fails the chapter (its results are not published)."""
+    info = meta.get("ntkbook") or {}
+    out = ""
+    if info.get("question"):
+        out += f"\n**The question.** {info['question']}\n"
+    name = info.get("headline")
+    if name:
+        if name not in run["figures"]:
+            raise ChapterFailed(
+                f"chapter {run['chapter']!r}: headline figure {name!r} was not saved "
+                f"(saved: {', '.join(run['figures']) or 'none'})"
+            )
+        prov = json.loads((outdir / "figures" / f"{name}.json").read_text())
+        caption = prov.get("caption") or name
+        out += f"\n```{{figure}} figures/{name}.png\n:width: 90%\n\n{caption}\n```\n"
+    return out
 
 
 def checks_summary(checks: list[dict[str, Any]]) -> str:

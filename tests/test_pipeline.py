@@ -40,7 +40,10 @@ def test_build_produces_site_checks_and_figures(book_project):
     for c in checks:  # the dashboard shows every recorded check
         assert escape(c["name"], quote=False) in dash, c["name"]
     page = (html / "book" / "chapters" / "infinite_width" / "infinite_width.html").read_text()
-    assert page.count("<img") >= 3 and "Regenerate with" in page
+    assert page.count("<img") >= 4 and "Regenerate with" in page  # 3 figures + the headline
+    # the page opens with the chapter's question and headline figure, before any code
+    question = page.index("The question.")
+    assert question < page.index("error_vs_width.png") < page.index("highlight-ipython3")
     # the parameters once: the declared cell with this run's values; papermill's cell hidden
     assert page.count("the values of this run (profile ci)") == 1
     assert "Parameters</span>" not in page and "injected-parameters" not in page

@@ -225,3 +225,21 @@ def test_a_bound_too_imprecise_for_its_violation_is_not_made(capsys):
     assert not can_exclude("c", tolerance=0.45, uncertainty=0.15, **args)  # 0.64: 8 * 1.28^2
     out = capsys.readouterr().out
     assert "with 90 % power" in out and "about 14 networks per width" in out
+
+
+def test_a_chapter_opens_with_its_question_and_headline_figure(tmp_path):
+    """The ``ntkbook:`` front matter's question and headline figure go under the title, the
+    figure with the caption it was saved with; a headline the run did not save fails the
+    chapter instead of publishing a page without it."""
+    from ntkbook.runner import ChapterFailed, chapter_question
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "line.json").write_text(json.dumps({"caption": "A line."}))
+    meta = {"ntkbook": {"question": "Does it hold? Here it is measured.", "headline": "line"}}
+    run = {"chapter": "demo", "figures": ["line"]}
+    text = chapter_question(meta, run, tmp_path)
+    assert "**The question.** Does it hold? Here it is measured." in text
+    assert "```{figure} figures/line.png" in text and "A line." in text
+    assert chapter_question({}, run, tmp_path) == ""
+    with pytest.raises(ChapterFailed, match="headline figure 'other' was not saved"):
+        chapter_question({"ntkbook": {"headline": "other"}}, run, tmp_path)
