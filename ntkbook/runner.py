@@ -342,7 +342,8 @@ def chapter_question(meta: dict[str, Any], run: dict[str, Any], outdir: Path) ->
             )
         prov = json.loads((outdir / "figures" / f"{name}.json").read_text())
         caption = prov.get("caption") or name
-        out += f"\n```{{figure}} figures/{name}.png\n:width: 90%\n\n{caption}\n```\n"
+        # an image and its caption, not a {figure}: Sphinx would number it book-wide
+        out += f"\n![{name}](figures/{name}.png)\n\n*{caption}*\n"
     return out
 
 

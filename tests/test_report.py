@@ -239,7 +239,7 @@ def test_a_chapter_opens_with_its_question_and_headline_figure(tmp_path):
     run = {"chapter": "demo", "figures": ["line"]}
     text = chapter_question(meta, run, tmp_path)
     assert "**The question.** Does it hold? Here it is measured." in text
-    assert "```{figure} figures/line.png" in text and "A line." in text
+    assert "![line](figures/line.png)" in text and "*A line.*" in text
     assert chapter_question({}, run, tmp_path) == ""
     with pytest.raises(ChapterFailed, match="headline figure 'other' was not saved"):
         chapter_question({"ntkbook": {"headline": "other"}}, run, tmp_path)
