@@ -193,7 +193,7 @@ def check(
     comparison: Comparison = "within",
     exact: str | None = None,
     parameters: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> CheckRecord:
     """Record a theorem check and display it; return the record.
 
     A check compares a measurement with a prediction under ``comparison``: ``"within"``
@@ -286,7 +286,15 @@ def check(
         "parameters": ctx["parameters"] if parameters is None else parameters,
     }
     _display_check(record)
-    return record
+    return CheckRecord(record)
+
+
+class CheckRecord(dict):
+    """A check's record (a ``dict``), returned by :func:`check`, which has already displayed
+    it: a cell that ends with ``check(...)`` shows the check once, not again as a dict."""
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 def _json_num(v: float | None) -> float | None:

@@ -300,17 +300,17 @@ FOLD_LINES = 12  # code cells longer than this are folded behind "show code" on 
 
 def stamp(path: Path, run: dict[str, Any], checks: list[dict[str, Any]] = ()) -> None:
     """Dress the executed notebook at ``path`` for its page: :func:`provenance_note`,
-    :func:`chapter_question` and :func:`checks_summary` under the title (in its first markdown cell, after the first ``#``
-    heading; first in the cell when it has none), the parameters shown once
-    (:func:`show_parameters`), and code cells longer than ``FOLD_LINES`` lines folded (Jupyter
-    Book's ``hide-input``; a ``show-input`` tag keeps one open). Outputs and figures always
-    stay visible."""
+    :func:`chapter_question` and :func:`checks_summary` under the title (in its first markdown
+    cell, after the first ``#`` heading; first in the cell when it has none), the parameters
+    shown once (:func:`show_parameters`), and code cells longer than ``FOLD_LINES`` lines or
+    drawing a figure (``save_figure``) folded (Jupyter Book's ``hide-input``; a
+    ``show-input`` tag keeps one open). Outputs and figures always stay visible."""
     nb = nbformat.read(path, as_version=4)
     show_parameters(nb, run)
     for c in nb.cells:
         tags = c.metadata.setdefault("tags", [])
-        long = len(c.source.splitlines()) > FOLD_LINES
-        if c.cell_type == "code" and long and not {"show-input", "parameters"} & set(tags):
+        fold = len(c.source.splitlines()) > FOLD_LINES or "save_figure(" in c.source
+        if c.cell_type == "code" and fold and not {"show-input", "parameters"} & set(tags):
             tags.append("hide-input")
     note = provenance_note(run) + chapter_question(nb.metadata, run, path.parent)
     note += checks_summary(checks)

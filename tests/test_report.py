@@ -243,3 +243,46 @@ def test_a_chapter_opens_with_its_question_and_headline_figure(tmp_path):
     assert chapter_question({}, run, tmp_path) == ""
     with pytest.raises(ChapterFailed, match="headline figure 'other' was not saved"):
         chapter_question({"ntkbook": {"headline": "other"}}, run, tmp_path)
+
+
+def test_figure_code_and_long_cells_are_folded_the_argument_stays_open(tmp_path):
+    """stamp folds a code cell that draws a figure, however short, and one over FOLD_LINES;
+    a short cell of the argument stays open, and so does one tagged show-input."""
+    import nbformat
+
+    from ntkbook.runner import FOLD_LINES, stamp
+
+    cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("x = 1\nprint(x)"),
+        nbformat.v4.new_code_cell('fig = plt.figure()\nsave_figure(fig, "f")'),
+        nbformat.v4.new_code_cell("\n".join(["y = 0"] * (FOLD_LINES + 1))),
+        nbformat.v4.new_code_cell('save_figure(fig, "g")', metadata={"tags": ["show-input"]}),
+    ]
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    run = {
+        "chapter": "demo",
+        "profile": "ci",
+        "parameters": {},
+        "overrides": {},
+        "command": "python -m ntkbook run demo --profile ci",
+        "computed_at": "2026-12-07T00:00:00Z",
+        "git_commit": "0" * 40,
+        "seconds": 1.0,
+        "figures": [],
+    }
+    stamp(path, run)
+    folded = ["hide-input" in c.metadata.get("tags", []) for c in nbformat.read(path, 4).cells]
+    assert folded == [False, False, True, True, False]
+
+
+def test_a_cell_ending_in_a_check_shows_it_once(capsys):
+    """check() displays the check when made; the record it returns (a dict) displays nothing
+    more when it is a cell's last expression (a split cell showed it again as a dict)."""
+    from IPython.core.formatters import DisplayFormatter
+
+    rec = check("c", measured=1.0, predicted=1.0, tolerance=0.1, alternative=(2.0, "far"), **BASE)
+    assert "[PASS]" in capsys.readouterr().out
+    assert rec["passed"] and json.loads(json.dumps(rec)) == dict(rec)
+    assert DisplayFormatter().format(rec) == ({}, {})
