@@ -37,7 +37,7 @@ class ParameterError(ValueError):
 
 _TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
-_LINE = re.compile(
+PARAMETER_LINE = re.compile(  # one declared parameter: `name: type = value  # rule: meaning`
     r"^(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[\w\[\]]+)\s*=\s*(?P<value>.+?)\s*#\s*(?P<decl>.+)$"
 )
 _STARTS_CONS = re.compile(r"^\s*(len\b|[<>≤≥]|in\s*\{)")
@@ -176,7 +176,7 @@ def parse_parameters_cell(source: str) -> dict[str, ParamSpec]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        m = _LINE.match(line)
+        m = PARAMETER_LINE.match(line)
         if not m:
             raise ParameterError(
                 f"parameters cell: cannot read {line!r} (need 'name: type = value  # meaning')"

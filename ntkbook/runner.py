@@ -28,7 +28,7 @@ import papermill
 from ntkbook.cache_keys import cache_key
 from ntkbook.files import atomic_write_bytes, replace_folder
 from ntkbook.numbers import cell, comparison_text, status_mark
-from ntkbook.params import _LINE, canonical
+from ntkbook.params import PARAMETER_LINE, canonical
 from ntkbook.project import Chapter
 from ntkbook.protocol import git_commit, records, run_environment
 
@@ -377,7 +377,7 @@ def show_parameters(nb: nbformat.NotebookNode, run: dict[str, Any]) -> None:
                 f"# {run['command']} -p NAME=VALUE",
             ]
             for raw in c.source.splitlines():
-                m = _LINE.match(raw.strip())
+                m = PARAMETER_LINE.match(raw.strip())
                 if not m or m["name"] not in values:
                     lines.append(raw)
                     continue

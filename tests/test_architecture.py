@@ -233,3 +233,26 @@ def test_theorem_blocks_carry_the_papers_numbers_not_the_books():
             cites = re.search(r"\b(Theorem|Proposition|Lemma|Corollary|Sec\.) ?\d", title)
             assert cites or "derived here" in title, f"{nb.name}: {title!r} names no result"
     assert found >= 9
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    """No module imports another module's ``_name``, and no package reaches into another
+    package's private module (``ntkbook`` into ``ntklib._io``, ``benchmarks`` into
+    ``ntkbook.params._x``); a package's own private modules (``ntklib._checks``) serve it."""
+    bad = []
+    for folder in ("ntklib", "ntkbook", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.ImportFrom) or not node.module:
+                    continue
+                top = node.module.split(".")[0]
+                if top not in ("ntklib", "ntkbook"):
+                    continue
+                parts = node.module.split(".")
+                for alias in node.names:
+                    is_module = (ROOT / Path(*parts) / f"{alias.name}.py").exists()
+                    if alias.name.startswith("_") and not (is_module and top == folder):
+                        bad.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
+                if top != folder and any(p.startswith("_") for p in parts[1:]):
+                    bad.append(f"{path.relative_to(ROOT)}: {node.module}")
+    assert not bad, bad
