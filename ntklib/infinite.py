@@ -39,6 +39,7 @@ import numpy as np
 
 from ntklib import _checks, trig
 from ntklib.kernel_maps import GaussKronrodMap, error_estimate, kernel_map, relu_map
+from ntklib.mlp import MLP
 
 # sin t - t cos t = sum_{k >= 1} (-1)^(k+1) 2k t^(2k+1) / (2k+1)!, to 10 terms (t < 1: the
 # first term left out is below 1e-18 of the sum)
@@ -124,14 +125,50 @@ class AccuracyWarning(UserWarning):
     """The estimated error of an infinite-width kernel exceeds the requested ``rtol``."""
 
 
+def _description(net, depth, activation, w_std, b_std) -> tuple[int, str, float, float]:
+    """``(depth, activation, w_std, b_std)`` of :func:`kernels`, from ``net`` or the keywords."""
+    given = {
+        k: v
+        for k, v in dict(depth=depth, activation=activation, w_std=w_std, b_std=b_std).items()
+        if v is not None
+    }
+    if net is None:
+        if depth is None:
+            raise ValueError(
+                "kernels needs the network: net=MLP(...) or depth=... (with "
+                "activation, w_std, b_std)"
+            )
+        return (
+            depth,
+            given.get("activation", "relu"),
+            given.get("w_std", 1.0),
+            given.get("b_std", 0.0),
+        )
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an ntklib MLP, got {type(net).__name__}")
+    if given:
+        raise ValueError(
+            f"give the network once: net= or the keywords, not both (also given: "
+            f"{', '.join(given)})"
+        )
+    if net.parameterization != "ntk" or (net.bias and net.b_std and net.bias_init != "normal"):
+        raise ValueError(
+            "kernels is the infinite-width limit of an MLP in the NTK parameterization with "
+            f"normal biases; this one has parameterization={net.parameterization!r}, "
+            f"bias_init={net.bias_init!r} (its NTK differs or diverges with the width)"
+        )
+    return len(net.widths), net.activation, net.w_std, net.b_std if net.bias else 0.0
+
+
 def kernels(
     x1: jax.Array,
     x2: jax.Array | None = None,
     *,
-    depth: int,
-    activation: str = "relu",
-    w_std: float = 1.0,
-    b_std: float = 0.0,
+    net: MLP | None = None,
+    depth: int | None = None,
+    activation: str | None = None,
+    w_std: float | None = None,
+    b_std: float | None = None,
     method: str = "auto",
     n_quad: int = 64,
     all_layers: bool = False,
@@ -148,11 +185,17 @@ def kernels(
         x1: inputs, shape (B1, n_0); the kernels have its dtype (use float64).
         x2: inputs, shape (B2, n_0), default ``None`` (``x2 = x1``: the recursion runs on the
             upper triangle only and the result is exactly symmetric).
-        depth: the number ``L`` of hidden layers, an int ``>= 1`` (keyword-only, no default).
+        net: the network whose infinite-width limit is taken, an :class:`ntklib.mlp.MLP`
+            in the NTK parameterization with normal biases (the default ``mlp``), default
+            ``None``: it gives ``depth = len(net.widths)``, ``activation``, ``w_std`` and
+            ``b_std`` (0 for ``bias=False``), which are then not given; the keyword form
+            below describes the same network without an ``MLP``.
+        depth: the number ``L`` of hidden layers, an int ``>= 1``, default ``None``:
+            required without ``net``.
         activation: name of the nonlinearity (see :mod:`ntklib.activations`), default
-            ``"relu"``.
-        w_std: weight scale ``sigma_w`` (the ``w`` of the recursion), default 1.0.
-        b_std: bias scale ``sigma_b`` (the ``b`` of the recursion), default 0.0.
+            ``None``: ``"relu"``.
+        w_std: weight scale ``sigma_w`` (the ``w`` of the recursion), default ``None``: 1.0.
+        b_std: bias scale ``sigma_b`` (the ``b`` of the recursion), default ``None``: 0.0.
         method: the kernel map (:func:`ntklib.kernel_maps.kernel_map`), default ``"auto"``:
             the closed form where there is one (relu, erf, identity), else
             :class:`~ntklib.kernel_maps.GaussKronrodMap`; ``"closed"``, ``"kronrod"``,
@@ -185,6 +228,7 @@ def kernels(
     six-fold a layer). Memory grows with the number of kernel entries: a quadrature map
     streams them in chunks (:meth:`ntklib.kernel_maps.GaussKronrodMap.chunk_entries`).
     """
+    depth, activation, w_std, b_std = _description(net, depth, activation, w_std, b_std)
     _checks.integer("depth", depth)
     _inputs("x1", x1)
     if x2 is not None:
@@ -216,15 +260,15 @@ def kernels(
         + (" with all_layers" if all_layers else ""),
         (4 if want_error else 2) * layers * x1.shape[0] * n2 * itemsize,
     )
-    net = dict(
+    args = dict(
         depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )
-    out = _kernels(x1, x2, **net, all_layers=all_layers, with_error=want_error)
+    out = _kernels(x1, x2, **args, all_layers=all_layers, with_error=want_error)
     if not want_error:
-        _say_overflow(out, x1, x2, net, all_layers)
+        _say_overflow(out, x1, x2, args, all_layers)
         return out
     k, err, scale = out
-    _say_overflow(k, x1, x2, net, False)
+    _say_overflow(k, x1, x2, args, False)
     if rtol is not None:
         if isinstance(err.ntk, jax.core.Tracer):
             raise ValueError(
@@ -297,10 +341,11 @@ def _kernels(
     x1: jax.Array,
     x2: jax.Array | None = None,
     *,
-    depth: int,
-    activation: str = "relu",
-    w_std: float = 1.0,
-    b_std: float = 0.0,
+    net: MLP | None = None,
+    depth: int | None = None,
+    activation: str | None = None,
+    w_std: float | None = None,
+    b_std: float | None = None,
     method: str = "auto",
     n_quad: int = 64,
     all_layers: bool = False,

@@ -120,6 +120,30 @@ def test_bad_depth_is_refused(key):
         nl.kernels(jnp.ones((2, 2)), depth=2, activation="nope")
 
 
+def test_a_network_is_described_once_an_mlp_gives_the_same_kernels(key):
+    """kernels(x, net=mlp(...)) is kernels(x, depth=..., activation=..., w_std=..., b_std=...)
+    bit for bit; bias=False is b_std = 0; an MLP whose limit is another kernel (standard
+    parameterization, zero-initialized biases), a network given twice, or none, is refused."""
+    x = jax.random.normal(key, (4, 3))
+    net = nl.mlp(3, 4, 64, activation="tanh", w_std=1.3, b_std=0.2)
+    want = nl.kernels(x, depth=4, activation="tanh", w_std=1.3, b_std=0.2)
+    got = nl.kernels(x, net=net)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    no_bias = nl.mlp(3, 2, 64, w_std=2**0.5, b_std=0.3, bias=False)
+    np.testing.assert_array_equal(
+        nl.kernels(x, net=no_bias).ntk, nl.kernels(x, depth=2, w_std=2**0.5).ntk
+    )
+    with pytest.raises(ValueError, match="NTK parameterization"):
+        nl.kernels(x, net=nl.mlp(3, 2, 64, parameterization="standard", b_std=0.1))
+    with pytest.raises(ValueError, match="NTK parameterization"):
+        nl.kernels(x, net=nl.mlp(3, 2, 64, b_std=0.1, bias_init="zero"))
+    with pytest.raises(ValueError, match="not both"):
+        nl.kernels(x, net=net, depth=4)
+    with pytest.raises(ValueError, match="needs the network"):
+        nl.kernels(x)
+
+
 def test_wide_networks_approach_the_limit_like_inverse_sqrt_width(key):
     """RMS relative error of the empirical NTK falls like width^-1/2 (slope within 3 s.e.)."""
     x = jax.random.normal(key, (6, 3))
