@@ -284,6 +284,11 @@ def init_mlp(net: NarrowMLP, key: jax.Array, scheme: Scheme = "narrow", dtype=No
     }
 
 
+def _dense(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """The MLP's affine layer ``h W^T + b``."""
+    return h @ w.T + b
+
+
 def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
     """The last hidden layer ``h_{L-1}`` for inputs ``x`` of shape ``(..., d_in)``.
 
@@ -293,11 +298,10 @@ def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
         params: the parameters, as from :func:`init_mlp`.
         x: inputs, shape ``(..., d_in)``.
     """
-    h = jax.nn.relu(x @ params["head"]["w"].T + params["head"]["b"])
+    h = jax.nn.relu(_dense(x, params["head"]["w"], params["head"]["b"]))
 
     def layer(h, wb):
-        w, b = wb
-        return jax.nn.relu(h @ w.T + b), None
+        return jax.nn.relu(_dense(h, *wb)), None
 
     h, _ = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
     return h
@@ -310,7 +314,7 @@ def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
         params: the parameters, as from :func:`init_mlp`.
         x: inputs, shape ``(..., d_in)``.
     """
-    return hidden_mlp(params, x) @ params["tail"]["w"].T + params["tail"]["b"]
+    return _dense(hidden_mlp(params, x), params["tail"]["w"], params["tail"]["b"])
 
 
 def ntk_mlp(
@@ -643,11 +647,6 @@ def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) 
     raw = jnp.einsum("acd,bcd->ab", _patch_means(x1, net.kernel), _patch_means(x2, net.kernel))
     head = _random_channel_term(net, x1, x2, c2 * net.beta**2)
     return limit + (raw + 1.0 + head - c2 * kbar) / (net.depth * c2)
-
-
-def _dense(h: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    """The MLP's affine layer ``h W^T + b``."""
-    return h @ w.T + b
 
 
 def _spread(out: jax.Array) -> jax.Array:
