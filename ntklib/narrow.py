@@ -55,7 +55,8 @@ Everything is float64-safe; a ``lax.scan`` over the body layers keeps compile ti
 from __future__ import annotations
 
 import math
-from functools import partial
+from collections.abc import Callable
+from functools import partial, wraps
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -188,6 +189,32 @@ def narrow_cnn(
         _checks.number("sigma", sigma, strict=True),
         _checks.number("beta", beta, strict=True),
     )
+
+
+_NUMBERS = ("depth", "scale", "sigma", "beta")  # a network's fields that shapes do not depend on
+
+
+def _jit_numbers_traced(fn: Callable) -> Callable:
+    """``jax.jit`` of ``fn(net, *arrays, **static)`` with the network's numbers (depth, scale,
+    sigma, beta) traced: one compile per architecture, input shape and keyword, not one per
+    depth or scale (nor one per operation, as eagerly)."""
+
+    @partial(jax.jit, static_argnums=(0, 1, 2))
+    def run(cls, fixed, static, numbers, *args):
+        return fn(
+            cls(**dict(fixed), **dict(zip(_NUMBERS, numbers, strict=True))), *args, **dict(static)
+        )
+
+    @wraps(fn)
+    def wrapper(net, *args, **static):
+        fixed = tuple((k, v) for k, v in net._asdict().items() if k not in _NUMBERS)
+        numbers = tuple(
+            jnp.asarray(getattr(net, k), jnp.float64 if jax.config.jax_enable_x64 else None)
+            for k in _NUMBERS
+        )
+        return run(type(net), fixed, tuple(sorted(static.items())), numbers, *args)
+
+    return wrapper
 
 
 def _dtype(dtype):
@@ -333,6 +360,37 @@ def ntk_mlp(
     return ntk(apply_mlp, params, x1, x2, output=output) / (net.depth * net.scale**2)
 
 
+def ntk_output_rows_mlp(
+    net: NarrowMLP, params: Params, x1: jax.Array, x2: jax.Array | None = None, output: int = 0
+) -> jax.Array:
+    """The part of :func:`ntk_mlp` that the body's output-channel rows carry (their weights and
+    biases, all ``L - 1`` layers), divided by ``L C^2`` as :func:`ntk_mlp`:
+
+        Theta_out(x, x') = sum_{l, o} <d f / d(W_l[o], b_l[o])(x), d f / d(W_l[o], b_l[o])(x')>
+                           / (L C^2),    o = d_in + 1, ..., d_in + d_out.
+
+    At initialization these rows carry all but the head's and tail's ``O(1/L)`` share of the
+    kernel (the module docstring); ``ntk_mlp - ntk_output_rows_mlp`` is the rest, the part of
+    the rows that gain a gradient only in training.
+
+    Arguments:
+        net: the architecture (for ``d_in``, ``L`` and ``C``).
+        params: its parameters, as from :func:`init_mlp`.
+        x1: inputs, shape (B1, d_in).
+        x2: inputs, shape (B2, d_in), default ``None`` (``x2 = x1``).
+        output: the output whose NTK is taken, ``0 <= output < d_out``, default 0.
+    """
+    rows = slice(net.d_in + 1, None)
+    body = params["body"]
+
+    def apply_rows(wb, x):
+        w, b = body["w"].at[:, rows, :].set(wb[0]), body["b"].at[:, rows].set(wb[1])
+        return apply_mlp({**params, "body": {"w": w, "b": b}}, x)
+
+    wb = (body["w"][:, rows, :], body["b"][:, rows])
+    return ntk(apply_rows, wb, x1, x2, output=output) / (net.depth * net.scale**2)
+
+
 def channel_covariance(
     net: NarrowMLP, x1, x2, bias_var: float | None = None, rectify: bool = True
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -389,7 +447,7 @@ def _limit(net: NarrowMLP, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array, jax
     return lin + net.d_out + 1.0 / net.scale**2 + kappa, kappa
 
 
-@partial(jax.jit, static_argnums=0)  # one compile, not one per operation
+@_jit_numbers_traced
 def limit_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """``Theta_inf(x, x') = <x_+, x'_+> + d_out + 1/C^2 + kappa(x, x')``: the ``L -> inf``
     limit of :func:`ntk_mlp` at fixed ``C`` (derived; module docstring). Use float64.
@@ -402,7 +460,7 @@ def limit_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> 
     return _limit(net, x1, x1 if x2 is None else x2)[0]
 
 
-@partial(jax.jit, static_argnums=0)  # one compile, not one per operation
+@_jit_numbers_traced
 def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Exact ``E[Theta_L] / (L C^2)`` at finite depth: the limit plus the ``O(1/L)`` head
     terms, ``(<x, x'> + 1 + kappa_0 - C^2 kappa) / (L C^2)``, where ``kappa_0`` is ``kappa``
@@ -422,7 +480,7 @@ def mean_kernel(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> j
     return limit + (x1 @ x2.T + 1.0 + kappa0 - c2 * kappa) / (net.depth * c2)
 
 
-@partial(jax.jit, static_argnums=0)  # one compile, not one per operation
+@_jit_numbers_traced
 def kernel_sd(net: NarrowMLP, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Standard deviation of :func:`ntk_mlp` over initializations, body layers only:
     ``sqrt(L - 1) sd(phi phi') / L``. The head's random channel (``a_0 ~ C``) adds a variance
@@ -609,7 +667,7 @@ def _limit_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array) -> tuple[jax.Array,
     return lin + net.c_out * (ones1 @ ones2) + 1.0 / net.scale**2 + kbar, kbar
 
 
-@partial(jax.jit, static_argnums=0)  # one compile, not one per operation
+@_jit_numbers_traced
 def limit_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """The ``L -> inf`` limit of :func:`ntk_cnn` at fixed ``C`` (derived here from the
     construction, as :func:`limit_kernel` for the MLP; the paper's CNN formula was not
@@ -632,7 +690,7 @@ def limit_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None)
     return _limit_cnn(net, x1, x1 if x2 is None else x2)[0]
 
 
-@partial(jax.jit, static_argnums=0)  # one compile, not one per operation
+@_jit_numbers_traced
 def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) -> jax.Array:
     """Exact ``E[ntk_cnn]`` at depth ``L``: the limit plus the head's ``O(1/L)`` terms,
 
@@ -652,6 +710,79 @@ def mean_kernel_cnn(net: NarrowCNN, x1: jax.Array, x2: jax.Array | None = None) 
     raw = jnp.einsum("acd,bcd->ab", _patch_means(x1, net.kernel), _patch_means(x2, net.kernel))
     head = _random_channel_term(net, x1, x2, c2 * net.beta**2)
     return limit + (raw + 1.0 + head - c2 * kbar) / (net.depth * c2)
+
+
+def _layer_term_moments(net, z1, z2, bias_var, key, draws):
+    """Variance of one random channel's pooled product ``T = sum_d A_d(z1) A_d(z2)``, ``A_d(z) =
+    sum_p M_d[p] relu(w . patch_p(z) + b) / (h w)``, ``w ~ N(0, sigma^2 / (c_in k^2))``, ``b ~
+    N(0, bias_var)``, over ``draws`` Monte Carlo layers about the exact mean
+    (:func:`_random_channel_term`), and the standard error of that variance."""
+    k, v = net.kernel, net.sigma**2 / (net.c_in * net.kernel**2)
+    p1, p2 = _patches(z1, k), _patches(z2, k)
+    m1 = _shift_masks(*z1.shape[-2:], k, z1.dtype) / (z1.shape[-1] * z1.shape[-2])
+    m2 = _shift_masks(*z2.shape[-2:], k, z2.dtype) / (z2.shape[-1] * z2.shape[-2])
+    mean = _random_channel_term(net, z1, z2, bias_var)
+
+    def chunk(carry, keys):
+        def one(key):
+            kw, kb = jax.random.split(key)
+            w = jnp.sqrt(v) * jax.random.normal(kw, (p1.shape[-1],), p1.dtype)
+            b = jnp.sqrt(bias_var) * jax.random.normal(kb, (), p1.dtype)
+            a1 = jnp.einsum("dp,np->nd", m1, jax.nn.relu(p1 @ w + b))
+            a2 = jnp.einsum("dp,np->nd", m2, jax.nn.relu(p2 @ w + b))
+            return a1 @ a2.T - mean
+
+        d = jax.vmap(one)(keys)
+        return (carry[0] + jnp.sum(d**2, 0), carry[1] + jnp.sum(d**4, 0)), None
+
+    zero = jnp.zeros_like(mean)
+    keys = jax.random.split(key, draws)
+    keys = keys.reshape((draws // 256, 256) + keys.shape[1:])
+    (s2, s4), _ = jax.lax.scan(chunk, (zero, zero), keys)
+    var, m4 = s2 / draws, s4 / draws  # about the exact mean: no degree of freedom lost
+    return var, jnp.sqrt(jnp.maximum(m4 - var**2, 0.0) / draws)
+
+
+@_jit_numbers_traced
+def kernel_sd_cnn(
+    net: NarrowCNN, x1: jax.Array, x2: jax.Array | None, key: jax.Array, *, draws: int = 4096
+) -> tuple[jax.Array, jax.Array]:
+    """Standard deviation of :func:`ntk_cnn` over initializations (derived here):
+
+        sd = sqrt((L - 1) Var T + Var T_0 / C^4) / L,
+
+    ``T(x, x') = sum_d A_d(x) A_d(x')`` one body layer's random channel's pooled product,
+    ``A_d(z) = sum_p M_d[p] relu(w . patch_p(z_+) + b) / (h w)``, ``w ~ N(0, sigma^2 / (c_in
+    k^2))``, ``b ~ N(0, beta^2)`` (``E T`` is ``kbar`` of :func:`limit_kernel_cnn`), and
+    ``T_0`` the head's (raw ``x``, ``b ~ N(0, C^2 beta^2)``). The ``L - 1`` body terms and the
+    head's are independent and nothing else in the scaled NTK is random, so this is exact given
+    the two variances; they have no closed form (four-variate ReLU moments) and are Monte
+    Carlo over ``draws`` single layers each, about their exact means. (:func:`kernel_sd` for
+    the MLP leaves the head out.) Memory grows with the output, not with ``draws``.
+
+    Arguments:
+        net: the architecture (its depth ``L`` and scale ``C``).
+        x1: images, shape (B1, c_in, H, W).
+        x2: images, shape (B2, c_in, H', W'), or ``None`` (``x2 = x1``).
+        key: a ``jax.random`` key for the single-layer draws.
+        draws: single-layer draws per term, a multiple of 256 (keyword), default 4096.
+
+    Returns:
+        ``(sd, se)``: the standard deviation, shape (B1, B2), and its Monte Carlo standard error
+        (from the fourth central moments).
+    """
+    x2 = x1 if x2 is None else x2
+    if draws < 256 or draws % 256:
+        raise ValueError(f"draws must be a positive multiple of 256, got {draws}")
+    k_body, k_head = jax.random.split(key)
+    z1, z2 = jnp.maximum(x1, 0.0), jnp.maximum(x2, 0.0)
+    var_t, se_t = _layer_term_moments(net, z1, z2, net.beta**2, k_body, draws)
+    c4 = net.scale**4
+    var_0, se_0 = _layer_term_moments(net, x1, x2, net.scale**2 * net.beta**2, k_head, draws)
+    var = ((net.depth - 1) * var_t + var_0 / c4) / net.depth**2
+    se_var = jnp.sqrt(((net.depth - 1) * se_t) ** 2 + (se_0 / c4) ** 2) / net.depth**2
+    sd = jnp.sqrt(var)
+    return sd, se_var / (2 * sd)
 
 
 def _spread(out: jax.Array) -> jax.Array:

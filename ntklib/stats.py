@@ -56,11 +56,14 @@ def fit_line(x, y, y_se=None) -> LineFit:
     With ``y_se`` each squared residual is weighted by ``1 / y_se^2`` (``polyfit``'s ``w = 1 /
     y_se``) and the standard errors are those implied by ``y_se`` (``cov="unscaled"``),
     inflated by ``sqrt(chi^2 / dof)``, ``dof = len(x) - 2``, when the points scatter more than
-    their errors allow -- never deflated. Without ``y_se``: ordinary least squares and its
-    usual errors (the covariance scaled by ``chi^2 / dof``, whatever its size).
+    their errors allow -- never deflated. Two points with ``y_se`` give the line through them,
+    its errors from ``y_se`` alone (slope s.e. ``sqrt(se_1^2 + se_2^2) / |x_2 - x_1|``; no
+    scatter to measure). Without ``y_se``: ordinary least squares and its usual errors (the
+    covariance scaled by ``chi^2 / dof``, whatever its size).
 
     Arguments:
-        x: the abscissae, a 1-D array-like of at least 3 points (else ``ValueError``).
+        x: the abscissae, a 1-D array-like of at least 3 points, or 2 with ``y_se`` (else
+            ``ValueError``).
         y: the ordinates, same length.
         y_se: the standard errors of ``y`` (positive, same length), default ``None``
             (unweighted, errors from the scatter).
@@ -69,15 +72,18 @@ def fit_line(x, y, y_se=None) -> LineFit:
         A :class:`LineFit`.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 3:
-        raise ValueError("need at least 3 points to fit a line with errors")
+    if x.size < (2 if y_se is not None else 3):
+        raise ValueError(
+            "need at least 3 points to fit a line with errors (2 when their errors y_se are given)"
+        )
     if y_se is None:
         coef, cov = np.polyfit(x, y, 1, cov=True)
     else:
         se = np.asarray(y_se, float)
         coef, cov = np.polyfit(x, y, 1, w=1.0 / se, cov="unscaled")
-        chi2_dof = float(np.sum(((y - np.polyval(coef, x)) / se) ** 2)) / (x.size - 2)
-        cov = cov * max(1.0, chi2_dof)
+        if x.size > 2:
+            chi2_dof = float(np.sum(((y - np.polyval(coef, x)) / se) ** 2)) / (x.size - 2)
+            cov = cov * max(1.0, chi2_dof)
     return LineFit(
         float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), float(np.sqrt(cov[1, 1]))
     )
@@ -111,7 +117,7 @@ def fit_power_law_samples(x, samples) -> LineFit:
     decades, where an arithmetic mean would follow the largest few.
 
     Arguments:
-        x: positive abscissae, at least 3 points.
+        x: positive abscissae, at least 2 points (with 2, the line through them).
         samples: positive, finite samples, shape ``(len(x), k)`` with ``k >= 2`` (else
             ``ValueError``); row ``i`` belongs to ``x[i]``.
 

@@ -80,6 +80,29 @@ def test_empirical_ntk_equals_the_derived_sum_over_layers(key):
     np.testing.assert_allclose(nw.ntk_mlp(net, p, x) * L * c**2, theta, rtol=1e-12)
 
 
+def test_output_rows_part_of_the_ntk_at_initialization_and_after_training(key):
+    """At initialization the rest is the head's output row and the tail: (<x,x'> + 1 +
+    <h_{L-1}, h'_{L-1}> + 1) / (L C^2); after training the part equals the rows' Jacobian
+    contracted directly (jacrev of the whole network, rows selected)."""
+    d, o, L, c = 2, 1, 7, 3.0
+    net = nw.narrow_mlp(d, o, L, c)
+    p = nw.init_mlp(net, key)
+    x = _inputs(jax.random.fold_in(key, 1), n=5, d=d)
+    h = nw.hidden_mlp(p, x)
+    rest = (x @ x.T + 1 + h @ h.T + 1) / (L * c**2)
+    np.testing.assert_allclose(
+        nw.ntk_mlp(net, p, x) - nw.ntk_output_rows_mlp(net, p, x), rest, rtol=1e-12, atol=1e-14
+    )
+    trained = descend(nw.apply_mlp, p, x, jnp.sin(x[:, :1]), 0.05 / (L * c**2), 20, 20).params
+    jac = jax.jacrev(lambda q: nw.apply_mlp(q, x)[:, 0])(trained)["body"]
+    rows = slice(d + 1, None)
+    jw, jb = jac["w"][:, :, rows, :].reshape(5, -1), jac["b"][:, :, rows].reshape(5, -1)
+    direct = (jw @ jw.T + jb @ jb.T) / (L * c**2)
+    part = nw.ntk_output_rows_mlp(net, trained, x)
+    np.testing.assert_allclose(part, direct, rtol=1e-12)
+    assert float(jnp.abs(nw.ntk_mlp(net, trained, x) - part - rest).max()) > 1e-6  # the rest moved
+
+
 def test_relu_moments_against_closed_forms_and_monte_carlo(key):
     q = jnp.array([[2.0]])
     m1, m2 = nw.relu_moments(q, q, q)  # u = v: E relu^2 = q/2, E relu^4 = 3 q^2 / 2
@@ -296,6 +319,33 @@ def test_cnn_limit_kernel_against_monte_carlo_over_networks(key):
     assert np.abs(exact - limit).min() > 4 * se.max()
     far = np.asarray(nw.mean_kernel_cnn(net._replace(depth=500), x))
     assert np.abs(far - limit).max() < np.abs(exact - limit).max() / 49
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])  # the head's term dominates / is below 1 %
+def test_cnn_kernel_sd_against_the_spread_over_networks(key, scale):
+    """kernel_sd_cnn (Monte Carlo over single layers: the body's and the head's terms) against
+    the sample sd of the scaled CNN NTK over 384 networks, within Bonferroni z of the sample
+    sd's standard error (fourth moment) and the formula's own. One layer's sd, without the
+    CLT's 1 / sqrt(L), is excluded."""
+    net = nw.narrow_cnn(1, 1, 6, scale, 4)
+    x = jax.random.uniform(jax.random.fold_in(key, 1), (3, 1, 4, 4)) - 0.2
+    ks = jax.random.split(key, 384)
+    k = np.asarray(
+        jax.jit(jax.lax.map, static_argnums=0)(
+            lambda kk: nw.ntk_cnn(net, nw.init_cnn(net, kk), x), ks
+        )
+    )
+    sd, m4 = k.std(0, ddof=1), ((k - k.mean(0)) ** 4).mean(0)
+    rel_se = 0.5 * np.sqrt((m4 / sd**4 - 1) / len(ks))
+    formula, f_se = (
+        np.asarray(a) for a in nw.kernel_sd_cnn(net, x, None, jax.random.fold_in(key, 2))
+    )
+    z = np.abs(sd / formula - 1) / np.hypot(rel_se, f_se / formula)
+    assert z.max() < norm.ppf(1 - 0.005 / z.size), z
+    one_layer = formula * net.depth / np.sqrt(net.depth)  # about one term's sd
+    assert (np.abs(sd / one_layer - 1) / rel_se).min() > 5
+    with pytest.raises(ValueError, match="multiple of 256"):
+        nw.kernel_sd_cnn(net, x, None, key, draws=1000)
 
 
 def test_output_spread_is_each_networks_relative_spread_and_torch_collapses_with_depth(key):

@@ -82,6 +82,23 @@ def test_polyfit_line_fit_equals_the_normal_equations(scatter):
         assert ratio > 1.5  # inflated by sqrt(chi^2 / dof)
 
 
+def test_two_points_with_errors_give_the_line_through_them():
+    """slope = dy / dx, s.e. = sqrt(se1^2 + se2^2) / |dx|; without errors two points are refused;
+    fit_power_law_samples on two depths is that line through the mean logs."""
+    fit = nl.fit_line([1.0, 3.0], [2.0, 5.0], [0.3, 0.4])
+    assert fit.slope == pytest.approx(1.5) and fit.slope_se == pytest.approx(0.25)
+    assert fit.intercept == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 3 points"):
+        nl.fit_line([1.0, 3.0], [2.0, 5.0])
+    rng = np.random.default_rng(3)
+    s = np.exp(rng.standard_normal((2, 5)) * 0.1) * np.array([[1.0], [0.25]])
+    got = nl.fit_power_law_samples([10.0, 20.0], s)
+    logs = np.log(s)
+    se = logs.std(axis=1, ddof=1) / np.sqrt(5)
+    assert got.slope == pytest.approx((logs[1].mean() - logs[0].mean()) / np.log(2.0))
+    assert got.slope_se == pytest.approx(np.hypot(*se) / np.log(2.0))
+
+
 def test_bonferroni_threshold_keeps_the_family_wise_error_rate():
     """m independent two-sided normal scores: P(all |Z_i| < z) = (1 - 2 Phi(-z))^m, at least
     1 - alpha at the threshold (the union bound), and the threshold grows with m."""
