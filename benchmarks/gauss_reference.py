@@ -1,6 +1,8 @@
 """Independent float64 references for the Gaussian expectations of the kernel maps, by nested
 adaptive quadrature (SciPy's QUADPACK, relative tolerance 1e-13), and the script that writes
-``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores).
+``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores;
+``python benchmarks/gauss_reference.py deep tanh,gelu`` adds the depth-100 networks at relative
+tolerance 1e-13 with depths 1 and 3, each deep one with its stated error, see :func:`ref_deep`).
 
     E[f(u) f(v)] = E_u[f(u) E[f(v) | u]],  v | u ~ N(s12 u / q1, q2 - s12^2 / q1),
 
@@ -41,6 +43,7 @@ ACTS = {
 }
 Z = 10.0
 KW = dict(epsabs=0.0, epsrel=1e-13, limit=400)
+GRADING = range(-6, 4)  # break points at +-2^k and mu +- sd 2^k
 
 
 def gmean(f, mu: float, sd: float) -> float:
@@ -49,7 +52,7 @@ def gmean(f, mu: float, sd: float) -> float:
         return f(mu)
     lo, hi = mu - Z * sd, mu + Z * sd
     pts = {lo, hi, mu, 0.0}
-    for k in range(-6, 4):
+    for k in GRADING:
         for sg in (-1, 1):
             pts.add(sg * 2.0**k)
             pts.add(mu + sg * sd * 2.0**k)
@@ -67,7 +70,12 @@ def ref_map(act: str, s12: float, q1: float, q2: float) -> tuple[float, float]:
         if s12 == 0:
             out.append(gmean(f, 0.0, math.sqrt(q1)) * gmean(f, 0.0, math.sqrt(q2)))
             continue
-        m, tau = s12 / q1, math.sqrt(max(q2 - s12 * s12 / q1, 0.0))
+        m, tau2 = s12 / q1, q2 - s12 * s12 / q1
+        # on the diagonal q2 - q^2 / q is a rounding error, not 0 (1.4247... * 1.4247... / 1.4247...
+        # != 1.4247...): an inner Gaussian of width 1e-8 that QUADPACK cannot integrate (round-off
+        # flags, results off by 1e-12 to 1e-10). Below 1e-15 q2 the conditional variance changes
+        # E[f(m u + tau y)] by O(tau^2 f'') = O(1e-15 q2 f''): take it as 0.
+        tau = math.sqrt(tau2) if tau2 > 1e-15 * q2 else 0.0
         out.append(
             gmean(lambda u, f=f, m=m, tau=tau: f(u) * gmean(f, m * u, tau), 0.0, math.sqrt(q1))
         )
@@ -78,7 +86,6 @@ W_STD, B_STD = 1.5, 0.1
 X = [[2.0, -3.0, 1.0, 3.0, 2.0], [1.0, 1.5, -2.0, 0.5, -1.0]]  # squared norms 27 and 8.5
 MAP_Q = (0.01, 1.0, 13.06, 100.0, 1000.0)
 MAP_C = (-1.0, -0.999, 0.0, 0.5, 0.999, 1.0)
-DEPTHS = {"tanh": (1, 3, 100), "gelu": (1, 3, 100)}  # others: depths 1 and 3
 
 
 def ref_ntk(act: str, depth: int) -> dict:
@@ -97,6 +104,42 @@ def ref_ntk(act: str, depth: int) -> dict:
         tq = [w2 * d[0] + b2 + w2 * d[1] * ti for d, ti in zip(dq, tq, strict=True)]
         q = [w2 * d[0] + b2 for d in dq]
     return {"nngp": [q[0], s, q[1]], "ntk": [tq[0], t, tq[1]]}
+
+
+def ref_deep(act: str, depth: int = 100) -> dict:
+    """:func:`ref_ntk` at ``depth``, with its own error stated: the entries' distance from the
+    same chain on other panels (truncation at 12 sd instead of 10, break points graded from
+    2^-7 to 2^4 at half-integer exponents), at least ``depth`` eps of the entry (the rounding of
+    a ``depth``-layer chain). (A second QUADPACK tolerance is no estimate: where the integrand
+    is resolved on the first pass, 1e-12 and 1e-13 return the same numbers.)"""
+    global Z, GRADING
+    fine = ref_ntk(act, depth)
+    Z, GRADING = 12.0, [k + 0.5 for k in range(-7, 4)]
+    try:
+        other = ref_ntk(act, depth)
+    finally:
+        Z, GRADING = 10.0, range(-6, 4)
+    error = {
+        k: [
+            max(abs(a - b), depth * 2.0**-52 * abs(a))
+            for a, b in zip(fine[k], other[k], strict=True)
+        ]
+        for k in fine
+    }
+    return {**fine, "error": error}
+
+
+def main_deep(path: Path, acts: list[str]) -> None:
+    """Add the network references at depths 1, 3 and 100 (this one with its stated error) of
+    ``acts`` to ``path``."""
+    warnings.simplefilter("ignore")
+    for act in acts:
+        shallow = {str(d): ref_ntk(act, d) for d in (1, 3)}
+        ref = ref_deep(act)
+        data = json.loads(path.read_text())
+        data[act]["networks"].update(shallow | {"100": ref})
+        path.write_text(json.dumps(data, indent=1))
+        print(act, "depth 100 done; stated error", ref["error"], flush=True)
 
 
 def main(path: Path) -> None:
@@ -123,13 +166,19 @@ def main(path: Path) -> None:
                         d2=ref_map(act, q2, q2, q2),
                     )
                 )
-        nets = {str(d): ref_ntk(act, d) for d in DEPTHS.get(act, (1, 3))}
+        deep = data.get(act, {}).get("networks", {}).get("100")  # main_deep's, kept
+        nets = {str(d): ref_ntk(act, d) for d in (1, 3)} | ({"100": deep} if deep else {})
         data[act] = {"maps": maps, "networks": nets, "w_std": W_STD, "b_std": B_STD, "x": X}
         path.write_text(json.dumps(data, indent=1))
         print(act, "done", flush=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["deep"]:
+    main_deep(
+        Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json",
+        sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"],
+    )
+elif __name__ == "__main__":
     main(
         Path(sys.argv[1])
         if len(sys.argv) > 1

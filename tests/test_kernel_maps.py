@@ -50,6 +50,7 @@ def test_map_against_the_reference(act):
 def test_network_kernels_against_the_reference(act):
     r = REFS[act]
     x = jnp.asarray(r["x"])
+    assert {"1", "3"} <= set(r["networks"]), act  # an empty dict would test nothing
     for depth, ref in r["networks"].items():
         k, err = nl.kernels(
             x,
@@ -64,9 +65,57 @@ def test_network_kernels_against_the_reference(act):
             want = np.array(ref[name])
             scale = np.sqrt(want[0] * want[2])
             assert np.max(np.abs(got - want)) / scale < 1e-10, (act, depth, name)
+            if "error" in ref and (act, depth, name) not in ESTIMATE_NOT_A_BOUND:
+                # a deep reference states its error: the two estimates bound the difference
+                est = np.asarray(getattr(err, name))[[0, 0, 1], [0, 1, 1]]
+                assert np.all(np.abs(got - want) <= np.asarray(ref["error"][name]) + est), name
         # the estimate bounds the error; it is pessimistic (elu depth 3: 9e-6 of the largest
         # entry where the error is below 1e-13), see the report of issue #17
         assert float(jnp.max(err.ntk)) < 1e-4 * float(jnp.max(k.ntk))
+
+
+ESTIMATE_OVER_100X = {("elu", "3", "ntk")}  # measured 1150x: the kink; open in issue #28
+# GELU's NTK at depth 100 (q up to 1.5e6, beyond the map's tested 1e3): Vd is off by 1.6e-14
+# relative per layer there, the NTK by 6.7e-12 relative, and the Gauss-Kronrod difference
+# does not see it (estimate 1.1e-14 relative); open in issue #28
+ESTIMATE_NOT_A_BOUND = {("gelu", "100", "ntk")}
+
+
+@pytest.mark.parametrize("act", sorted(REFS))
+def test_error_estimate_bounds_the_error_within_100x(act):
+    """At every reference depth (1, 3; 100 for tanh and GELU), the estimate plus the reference's
+    stated error bounds |kernels - reference|, and the estimate is within 100x of the larger of
+    that error and the recursion's rounding floor depth eps scale (what no estimate resolves)."""
+    r = REFS[act]
+    x = jnp.asarray(r["x"])
+    for depth, ref in r["networks"].items():
+        k, err = nl.kernels(
+            x,
+            depth=int(depth),
+            activation=act,
+            w_std=r["w_std"],
+            b_std=r["b_std"],
+            return_error=True,
+        )
+        for name in ("nngp", "ntk"):
+            got = np.asarray(getattr(k, name))[[0, 0, 1], [0, 1, 1]]
+            est = np.asarray(getattr(err, name))[[0, 0, 1], [0, 1, 1]]
+            want = np.array(ref[name])
+            ref_err = np.asarray(ref.get("error", {}).get(name, 0.0))
+            scale = np.sqrt(want[0] * want[2])
+            true = np.abs(got - want)
+            if (act, depth, name) in ESTIMATE_NOT_A_BOUND:
+                assert not np.all(true <= est + ref_err), f"{act} {depth} {name} now bounded"
+                continue
+            assert np.all(true <= est + ref_err), (act, depth, name, true, est)
+            floor = int(depth) * np.finfo(float).eps * scale
+            over = float(np.max(est / np.maximum(np.maximum(true, ref_err), floor)))
+            if (act, depth, name) in ESTIMATE_OVER_100X:
+                assert over > 100, (
+                    f"{act} {depth} {name} now within 100x ({over:.0f}): update the set"
+                )
+            else:
+                assert over <= 100, (act, depth, name, over)
 
 
 def test_closed_forms_through_the_generic_path():
