@@ -29,6 +29,21 @@ every width), so each distance measures a kernel's error only: ``f_lin`` differs
 network by the kernel's motion during training, ``f_inf`` by that and by ``Theta_0 -
 Theta_inf``.
 
+**The first-order prediction of the kernel's motion** (Huang & Yau 2020, the hierarchy
+truncated at ``p = 3``: ``dTheta/dt = -K^(3) . r`` with ``K^(3)`` frozen at initialization;
+:mod:`ntklib.hierarchy`). To first order in the parameters' displacement, and with the
+residual along the frozen-kernel path (so ``sum_t lr r_t = -c_T``, the linearized
+network's coefficients, ``f_lin = f_0 + Theta_0 c_T``),
+
+    Delta Theta(a, b) = sum_c K^(3)_0(a, b, c) c_T(c)
+                      = < grad Theta_0(a, b), grad f_0(X)^T c_T >,
+
+one ``vjp`` (the displacement ``grad f_0(X)^T c_T``) and one ``jvp`` of the Gram, never
+``K^(3)`` itself. It neglects the motion of ``K^(3)`` and the residual's departure from the
+linear path, both smaller by ``O(1/n)`` for a smooth activation at fixed depth; for ReLU the
+``jvp`` sees no unit switch (``relu'`` is piecewise constant), so the switching part of the
+motion is outside it.
+
 **Fluctuations at initialization** (:func:`fluctuation`): the moment ratio ``E[K^2] / E[K]^2``
 of the diagonal ``K(x, x)`` of real He-ReLU networks (:func:`ntklib.finite.diagonal_parts_mc`)
 against its exact finite-width value (:func:`ntklib.finite.exact_moments`).
@@ -40,6 +55,7 @@ law in ``L / n`` alone has ``p = -q``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -49,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntklib import _checks, finite
+from ntklib.activations import get_activation
 from ntklib.empirical import ntk_gram
 from ntklib.infinite import kernels
 from ntklib.mlp import MLP, apply, init
@@ -91,37 +108,151 @@ def _relative(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)
 
 
+def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps):
+    """The module docstring's measurements of one network ``f(params, x)`` whose NTK Gram is
+    ``gram(params, x1, x2)`` (``x2 = None``: ``x1`` against itself)."""
+    x_all = jnp.concatenate([x_tr, x_te])
+    n = x_tr.shape[0]
+    k0 = gram(params, x_all, x_tr)  # (n + m, n): training rows first
+    k0_tr, k0_te = k0[:n], k0[n:]
+    lr = c * 2.0 / jnp.linalg.eigvalsh(k0_tr)[-1]
+    f0 = f(params, x_all)
+    res = descend(f, params, x_tr, y_tr, lr, steps, steps)
+    k_t = gram(res.params, x_tr, None)
+    f_t = f(res.params, x_te)
+    resid = y_tr - f0[:n]
+    # the linearized network's coefficients c_T (f_lin = f_0 + Theta_0 c_T): the rows of an
+    # identity "test kernel" read them out, followed by the held-out rows
+    _, lin = kernel_descent(k0_tr, resid, lr, steps, steps, jnp.concatenate([jnp.eye(n), k0_te]))
+    coef, lin = lin[:, :n], lin[:, n:]
+    # first order in the parameters' displacement along the linearized path,
+    # d theta = grad f_0(X)^T c_T: Delta Theta = K^(3)_0 . c_T, one vjp and one jvp
+    _, pull = jax.vjp(lambda p: f(p, x_tr), params)
+    (move,) = pull(coef[-1])
+    k_pred = jax.jvp(lambda p: gram(p, x_tr, None), (params,), (move,))[1]
+    lr_inf = c * 2.0 / jnp.linalg.eigvalsh(k_inf_tr)[-1]
+    _, inf = kernel_descent(k_inf_tr, resid, lr_inf, steps, steps, k_inf_te)
+    y_norm = jnp.linalg.norm(y_te)
+    return {
+        "kernel_change": _relative(k_t, k0_tr),
+        "first_order_change": jnp.linalg.norm(k_pred) / jnp.linalg.norm(k0_tr),
+        "first_order_error": _relative(k_pred, k_t - k0_tr),
+        "linear_distance": jnp.linalg.norm(f_t - f0[n:] - lin[-1]) / y_norm,
+        "infinite_distance": jnp.linalg.norm(f_t - f0[n:] - inf[-1]) / y_norm,
+        "loss_ratio": res.loss[-1] / res.loss[0],
+        "lr": lr,
+    }
+
+
 @functools.lru_cache(maxsize=64)
 def _train_fn(net: MLP, steps: int):
     """The per-network program of :func:`training_mc` (one callable per ``(net, steps)``, so
     :func:`ntklib.sweep.map_keys` compiles it once)."""
     f = functools.partial(apply, net)
+    gram = functools.partial(ntk_gram, net)
 
     def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
         params = init(net, key, x_tr.dtype)
-        x_all = jnp.concatenate([x_tr, x_te])
-        n = x_tr.shape[0]
-        k0 = ntk_gram(net, params, x_all, x_tr)  # (n + m, n): training rows first
-        k0_tr, k0_te = k0[:n], k0[n:]
-        lr = c * 2.0 / jnp.linalg.eigvalsh(k0_tr)[-1]
-        f0 = f(params, x_all)
-        res = descend(f, params, x_tr, y_tr, lr, steps, steps)
-        k_t = ntk_gram(net, res.params, x_tr)
-        f_t = f(res.params, x_te)
-        resid = y_tr - f0[:n]
-        _, lin = kernel_descent(k0_tr, resid, lr, steps, steps, k0_te)
-        lr_inf = c * 2.0 / jnp.linalg.eigvalsh(k_inf_tr)[-1]
-        _, inf = kernel_descent(k_inf_tr, resid, lr_inf, steps, steps, k_inf_te)
-        y_norm = jnp.linalg.norm(y_te)
-        return {
-            "kernel_change": _relative(k_t, k0_tr),
-            "linear_distance": jnp.linalg.norm(f_t - f0[n:] - lin[-1]) / y_norm,
-            "infinite_distance": jnp.linalg.norm(f_t - f0[n:] - inf[-1]) / y_norm,
-            "loss_ratio": res.loss[-1] / res.loss[0],
-            "lr": lr,
-        }
+        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
 
     return one
+
+
+def _padded_net(net: MLP, pad_to: int) -> MLP:
+    """``net`` with every hidden layer ``pad_to`` wide (the shapes of the padded program)."""
+    return dataclasses.replace(net, widths=(pad_to,) * net.depth)
+
+
+def _padded_forward(net: MLP, params, x, widths, eps=None):
+    """``(f, [a_0..a_L])`` of the network of hidden widths ``widths`` (a traced float array,
+    each ``<= pad_to``) embedded in ``net``'s ``pad_to``-wide arrays: unit ``i`` of hidden
+    layer ``l`` is real iff ``i < widths[l]``; a padded unit's activation is set to 0, so it
+    reaches nothing, receives no gradient (``delta = 0``) and adds nothing to the NTK. Layer
+    ``l`` multiplies by ``w_std / sqrt(fan-in)`` with the *real* fan-in, so the function, its
+    NTK and its gradient descent are those of the unpadded network whose parameters are the
+    real blocks of ``params``."""
+    phi = get_activation(net.activation)
+    cb = net.bias_multiplier()
+    fan = jnp.concatenate([jnp.full((1,), net.in_dim, x.dtype), widths.astype(x.dtype)])
+    units = jnp.arange(net.widths[0])
+    a, acts = x, [x]
+    for l, (w, b) in enumerate(params):
+        h = net.w_std / jnp.sqrt(fan[l]) * (a @ w.T)
+        if cb != 0.0:
+            h = h + cb * b
+        if eps is not None:
+            h = h + eps[l]
+        if l < net.depth:
+            a = jnp.where(units < widths[l], phi(h), 0.0)
+            acts.append(a)
+    return h[:, 0], acts
+
+
+def _padded_gram(net: MLP, params, widths, x1, x2=None):
+    """The padded network's NTK Gram, layer-structured as :func:`ntklib.empirical.ntk_gram`:
+    ``sum_l (delta_l delta_l'^T) (w_std^2 / fan-in_l a_l a_l'^T + c_b^2)``."""
+
+    def signals(x):
+        eps = [jnp.zeros((x.shape[0], n), x.dtype) for n in net.dims[1:]]
+
+        def total(e):
+            out, acts = _padded_forward(net, params, x, widths, e)
+            return out.sum(), acts
+
+        deltas, acts = jax.grad(total, has_aux=True)(eps)
+        return acts, deltas
+
+    a1, d1 = signals(x1)
+    a2, d2 = (a1, d1) if x2 is None else signals(x2)
+    fan = jnp.concatenate([jnp.full((1,), net.in_dim, x1.dtype), widths.astype(x1.dtype)])
+    cb2 = net.bias_multiplier() ** 2
+    out = 0.0
+    for l in range(net.depth + 1):
+        out = out + (d1[l] @ d2[l].T) * (net.w_std**2 / fan[l] * (a1[l] @ a2[l].T) + cb2)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _nested_train_fn(net: MLP, padded: MLP, steps: int):
+    """:func:`_train_fn` with the parameters cut from a ``padded``-wide draw
+    (:func:`real_blocks`): the arithmetic of ``net``'s own shapes, the draws of the padded
+    program."""
+    f = functools.partial(apply, net)
+    gram = functools.partial(ntk_gram, net)
+
+    def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
+        params = real_blocks(init(padded, key, x_tr.dtype), net.widths)
+        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
+
+    return one
+
+
+@functools.lru_cache(maxsize=64)
+def _padded_train_fn(net: MLP, steps: int):
+    """The per-network program of :func:`training_mc` with ``pad_to``: ``net`` is the padded
+    architecture (:func:`_padded_net`), the real widths are an argument, so one compiled
+    program serves every width up to ``pad_to`` at this depth."""
+
+    def one(key, widths, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
+        params = init(net, key, x_tr.dtype)
+        f = lambda p, x: _padded_forward(net, p, x, widths)[0]  # noqa: E731
+        gram = lambda p, x1, x2: _padded_gram(net, p, widths, x1, x2)  # noqa: E731
+        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
+
+    return one
+
+
+def real_blocks(params, widths: Sequence[int]):
+    """The parameters of the unpadded network inside padded ones: ``W_l[:n_{l+1}, :n_l]``
+    and ``b_l[:n_{l+1}]`` (what :func:`training_mc` with ``pad_to`` trains, in law an
+    ordinary :func:`ntklib.mlp.init` draw of the unpadded network).
+
+    Arguments:
+        params: padded parameters ``[(W_0, b_0), ..., (W_L, b_L)]``.
+        widths: the real hidden widths ``n_1..n_L``.
+    """
+    dims = (params[0][0].shape[1], *widths, 1)
+    return [(w[: dims[l + 1], : dims[l]], b[: dims[l + 1]]) for l, (w, b) in enumerate(params)]
 
 
 def training_mc(
@@ -136,6 +267,8 @@ def training_mc(
     steps: int,
     lr_fraction: float = 0.5,
     chunk: int = 8,
+    pad_to: int | None = None,
+    masked: bool = True,
 ) -> dict[str, np.ndarray]:
     """Train ``n_nets`` random networks by full-batch GD and measure the module docstring's
     kernel change and distances (to the linearized and to the infinite-width model).
@@ -159,11 +292,28 @@ def training_mc(
         steps: the number of gradient-descent steps ``T``, an int ``>= 1``.
         lr_fraction: ``c`` in ``lr = c * 2 / lambda_max(Theta_0)``, in (0, 1), default 0.5.
         chunk: networks ``vmap``-ed at a time, default 8.
+        pad_to: default ``None`` (the program has ``net``'s shapes). An int ``>=`` every
+            hidden width: the program has hidden layers ``pad_to`` wide with the units beyond
+            each real width masked (:func:`_padded_forward`: exactly the unpadded network's
+            function, NTK and training, on the real blocks of ``pad_to``-wide draws, see
+            :func:`real_blocks`), so one compile per ``(depth, pad_to, steps)`` and chunk
+            size serves every width: fewer compiles for more arithmetic. The draws differ
+            from ``pad_to=None``'s (the same law). NTK parameterization only. The same key
+            then gives *nested* networks at every width (each one's weights are blocks of
+            the next wider one's): calls at several widths with one key are coupled, and
+            differences between widths can be measured network by network.
+        masked: with ``pad_to``, run the masked ``pad_to``-wide program (default ``True``)
+            or, ``False``, cut the real blocks first and run a program of ``net``'s own
+            shapes (one compile per width, the arithmetic of the real width; the same
+            results up to rounding).
 
     Returns:
-        ``{"kernel_change", "linear_distance", "infinite_distance", "loss_ratio", "lr"}``,
-        each a NumPy array of shape (n_nets,); ``loss_ratio`` is the final loss over the
-        initial one.
+        ``{"kernel_change", "first_order_change", "first_order_error", "linear_distance",
+        "infinite_distance", "loss_ratio", "lr"}``, each a NumPy array of shape (n_nets,);
+        ``loss_ratio`` is the final loss over the initial one; ``first_order_*`` compare
+        the measured ``Theta_T - Theta_0`` with the first-order prediction of the module
+        docstring (relative size ``|Delta Theta| / |Theta_0|``, and error
+        ``|Theta_T - Theta_0 - Delta Theta| / |Theta_T - Theta_0|``, Frobenius norms on X).
     """
     _checks.integer("n_nets", n_nets)
     _checks.integer("steps", steps)
@@ -186,11 +336,24 @@ def training_mc(
         raise ValueError("y_test is all zero: the distances are relative to |y_test|")
     k_tr = kernels(x_tr, net=net).ntk
     k_te = kernels(x_te, x_tr, net=net).ntk
+    args = (x_tr, y_tr, x_te, y_te, k_tr, k_te, jnp.asarray(c, x_tr.dtype))
+    if pad_to is None:
+        return map_keys(_train_fn(net, steps), key, n_nets, args=args, chunk=chunk)
+    _checks.integer("pad_to", pad_to)
+    if pad_to < max(net.widths) or net.parameterization != "ntk":
+        raise ValueError(
+            f"pad_to={pad_to} must be >= every hidden width {net.widths}, and the network in "
+            f"the NTK parameterization (got {net.parameterization!r})"
+        )
+    if not masked:
+        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps)
+        return map_keys(fn, key, n_nets, args=args, chunk=chunk)
+    widths = jnp.asarray(net.widths, x_tr.dtype)
     return map_keys(
-        _train_fn(net, steps),
+        _padded_train_fn(_padded_net(net, pad_to), steps),
         key,
         n_nets,
-        args=(x_tr, y_tr, x_te, y_te, k_tr, k_te, jnp.asarray(c, x_tr.dtype)),
+        args=(widths, *args),
         chunk=chunk,
     )
 
@@ -223,6 +386,8 @@ def fluctuation(
     *,
     rel_err: float = 0.1,
     chunk: int | None = None,
+    method: str = "networks",
+    pad_to: int | None = None,
 ) -> Fluctuation:
     """``E[K^2] / E[K]^2`` of the diagonal NTK ``K(x, x)`` of ``n_nets`` He-ReLU networks,
     measured and exact (Hanin & Nica 2019, Thm. 1; the exact value of
@@ -239,25 +404,117 @@ def fluctuation(
         x: the one input, ``n_0`` numbers (reshaped to (1, n_0)), in the parameters' dtype.
         rel_err: the relative error of the second moment for which ``needed`` is computed
             (``> 0``), default 0.1.
-        chunk: networks ``vmap``-ed at a time, default ``None``: as many as hold
-            ``2^25`` weights in all (256 MiB in float64), at most 512.
+        chunk: networks ``vmap``-ed at a time, default ``None``: for ``"networks"`` as many
+            as hold ``2^25`` weights in all (256 MiB in float64), at most 512; for
+            ``"chain"`` 4096.
+        method: ``"networks"`` (default): real networks, weight matrices drawn
+            (:func:`ntklib.finite.diagonal_parts_mc`, one compile per architecture);
+            ``"chain"``: the scalar chain of :func:`ntklib.finite.sample_diagonal`, the same
+            joint law of ``(K_w, K_b)`` (biases are zero at initialization, so ``K_w`` is
+            that of the network without biases too) in ``O(L)`` work per network and one
+            compile for every width and every depth up to ``pad_to``.
+        pad_to: for ``"chain"``, the padded number of hidden layers (``>= L``), default
+            ``None`` (the next power of two); ignored by ``"networks"``.
 
     Returns:
         A :class:`Fluctuation`.
     """
     _checks.integer("n_nets", n_nets, 2)
     rel_err = _checks.number("rel_err", rel_err, strict=True)
+    _checks.choice("method", method, ("networks", "chain"))
     x = jnp.asarray(x).reshape(1, net.in_dim)
-    if chunk is None:
-        weights = sum(a * b for a, b in zip(net.dims[:-1], net.dims[1:], strict=True))
-        chunk = min(512, max(1, 2**25 // weights))
-    kw, kb = finite.diagonal_parts_mc(net, key, n_nets, x, chunk=chunk)
+    x2 = float(jnp.sum(x**2))
+    if method == "chain":
+        finite._check_he(net)
+        s = finite.sample_diagonal(
+            key, net.in_dim, net.widths, n_nets, x_norm2=x2, chunk=chunk or 4096, pad_to=pad_to
+        )
+        k = s["K"] if net.bias else s["K_w"]
+    else:
+        if chunk is None:
+            weights = sum(a * b for a, b in zip(net.dims[:-1], net.dims[1:], strict=True))
+            chunk = min(512, max(1, 2**25 // weights))
+        kw, kb = finite.diagonal_parts_mc(net, key, n_nets, x, chunk=chunk)
+        k = (kw + kb)[:, 0]
     part = "K" if net.bias else "K_w"
-    r, se = moment_ratio((kw + kb)[:, 0])
-    m1, m2 = finite.exact_moments(net.in_dim, net.widths, float(jnp.sum(x**2)))[part]
+    r, se = moment_ratio(k)
+    m1, m2 = finite.exact_moments(net.in_dim, net.widths, x2)[part]
     exact = m2 / m1**2
     z = (r - exact) / se if se > 0 else float("inf")
     return Fluctuation(r, se, exact, float(z), finite.networks_needed(net.widths, rel_err))
+
+
+class WidthExponent(NamedTuple):
+    """The exponent of ``n`` of a quantity at the widest widths, with a truncation estimate:
+    the result of :func:`width_exponent`.
+
+    Attributes:
+        local: the local exponents ``s_k`` between successive widths, shape (K - 1,).
+        local_se: their standard errors, shape (K - 1,).
+        exponent: ``s_{K-1}``, the exponent between the two widest widths.
+        se: its standard error.
+        truncation: ``|s_{K-1} - s_{K-2}|``, the estimate of the remaining pre-asymptotic
+            deviation of ``exponent`` (see :func:`width_exponent`).
+        truncation_se: the standard error of ``s_{K-1} - s_{K-2}``.
+    """
+
+    local: np.ndarray
+    local_se: np.ndarray
+    exponent: float
+    se: float
+    truncation: float
+    truncation_se: float
+
+
+def width_exponent(widths: Sequence[int], samples) -> WidthExponent:
+    """Local exponents of ``n`` from coupled samples, and a Richardson-style truncation bound.
+
+    ``samples[k, i]`` is the quantity of network ``i`` at width ``n_k`` (the same ``i``
+    across widths: nested networks, :func:`training_mc` with one key and ``pad_to``). The
+    local exponent between successive widths is the mean over networks of
+
+        s_k^(i) = (log samples[k+1, i] - log samples[k, i]) / log(n_{k+1} / n_k),
+
+    its standard error that of the mean (paired: the coupling cancels in the difference).
+    If the quantity is ``A n^p (1 + c / n + ...)``, the local exponent approaches ``p`` with
+    a deviation ``delta_k ~ c' / m_k``, ``m_k = sqrt(n_k n_{k+1})``; with ``rho = m_{K-1} /
+    m_{K-2}`` the remaining deviation at the widest pair is
+
+        delta_{K-1} = (s_{K-1} - s_{K-2}) / (rho - 1)     (``truncation``, its absolute value;
+                                                           ``rho = 2`` for widths doubling):
+
+    the last change of the local exponent, one Richardson step. Its own standard error is
+    returned (paired, network by network, divided by ``rho - 1`` as well).
+
+    Arguments:
+        widths: at least 3 increasing positive widths.
+        samples: positive finite samples, shape ``(len(widths), k)``, ``k >= 2``, row ``k``
+            at ``widths[k]``, column ``i`` one network across widths.
+
+    Returns:
+        A :class:`WidthExponent`.
+    """
+    s = np.asarray(samples, float)
+    n = np.asarray(widths, float)
+    if n.ndim != 1 or n.size < 3 or np.any(np.diff(n) <= 0) or np.any(n <= 0):
+        raise ValueError(f"need at least 3 increasing positive widths, got {widths}")
+    if s.ndim != 2 or s.shape[0] != n.size or s.shape[1] < 2:
+        raise ValueError(f"samples must have shape ({n.size}, k >= 2), got {s.shape}")
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise ValueError("samples must be positive and finite")
+    per = np.diff(np.log(s), axis=0) / np.diff(np.log(n))[:, None]  # (K - 1, k)
+    local, local_se = mean_and_se(per, axis=1)
+    mid = np.log(n[:-1] * n[1:]) / 2
+    rho = np.exp(mid[-1] - mid[-2])
+    dd, dd_se = mean_and_se((per[-1] - per[-2]) / (rho - 1.0))
+    return WidthExponent(
+        np.asarray(local),
+        np.asarray(local_se),
+        float(local[-1]),
+        float(local_se[-1]),
+        float(abs(dd)),
+        float(dd_se),
+    )
 
 
 class DepthWidthFit(NamedTuple):

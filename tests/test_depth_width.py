@@ -59,8 +59,17 @@ def _direct(net, key, x_tr, y_tr, x_te, y_te, steps, c):
         f_lin_tr, f_lin_te = f_lin_tr - lr * k0 @ r, f_lin_te - lr * k0_te @ r
         r = f_inf_tr - y_tr
         f_inf_tr, f_inf_te = f_inf_tr - lr_inf * kinf @ r, f_inf_te - lr_inf * kinf_te @ r
+    # the first-order prediction: K^(3) at initialization (ntklib.hierarchy) contracted with
+    # the linearized network's coefficients, stepped explicitly: c <- c + lr (y - f_0 - K c)
+    k3 = nl.kernel_hierarchy(net, params, x_tr, order=3)[1]
+    coef = jnp.zeros_like(y_tr)
+    for _ in range(steps):
+        coef = coef + lr * (y_tr - f0_tr - k0 @ coef)
+    pred = jnp.einsum("abc,c->ab", k3, coef)
     yn = jnp.linalg.norm(y_te)
     return {
+        "first_order_change": jnp.linalg.norm(pred) / jnp.linalg.norm(k0),
+        "first_order_error": jnp.linalg.norm(kt - k0 - pred) / jnp.linalg.norm(kt - k0),
         "kernel_change": jnp.linalg.norm(kt - k0) / jnp.linalg.norm(k0),
         "linear_distance": jnp.linalg.norm(ft - f_lin_te) / yn,
         "infinite_distance": jnp.linalg.norm(ft - f_inf_te) / yn,
@@ -163,3 +172,63 @@ def test_condition_numbers_are_those_of_each_depths_kernel():
     for l in (1, 3, 5):
         ev = np.linalg.eigvalsh(np.asarray(nl.kernels(x_tr, depth=l, w_std=np.sqrt(2.0)).ntk))
         assert cond[l - 1] == pytest.approx(ev[-1] / ev[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_padded_training_is_the_unpadded_network_on_the_real_blocks(activation, monkeypatch):
+    """With ``pad_to`` the masked program (one compile for every width) and the cut program
+    give the measurements of the ordinary network whose parameters are the real blocks of a
+    ``pad_to``-wide draw; the same key nests the networks of different widths."""
+    x_tr, y_tr, x_te, y_te = _task()
+    if activation == "relu":
+        net = finite.he_net(3, (5, 7), bias=False)
+    else:
+        net = nl.mlp(3, 2, 6, activation="tanh", w_std=1.2, b_std=0.1)
+    args = (net, KEY, 3, x_tr, y_tr, x_te, y_te)
+    masked = dw.training_mc(*args, steps=7, lr_fraction=0.4, chunk=2, pad_to=9)
+    cut = dw.training_mc(*args, steps=7, lr_fraction=0.4, chunk=2, pad_to=9, masked=False)
+    padded = dw.MLP(**{**net.__dict__, "widths": (9, 9)})
+    for i, k in enumerate(jax.random.split(KEY, 3)):
+        blocks = dw.real_blocks(nl.init(padded, k), net.widths)
+        assert [w.shape for w, _ in blocks] == [(net.widths[0], 3), (net.widths[1], net.widths[0]), (1, net.widths[1])]  # fmt: skip
+        monkeypatch.setattr(nl, "init", lambda *a, p=blocks, **kw: p)
+        ref = _direct(net, k, x_tr, y_tr, x_te, y_te, 7, 0.4)
+        monkeypatch.undo()
+        for name, v in ref.items():
+            np.testing.assert_allclose(masked[name][i], v, rtol=1e-9, err_msg=name)
+            np.testing.assert_allclose(cut[name][i], v, rtol=1e-9, err_msg=name)
+    with pytest.raises(ValueError, match="pad_to"):
+        dw.training_mc(*args, steps=3, pad_to=4)
+
+
+def test_width_exponent_recovers_the_exponent_and_its_truncation():
+    n = np.array([32, 64, 128, 256])
+    noise = np.asarray(jax.random.normal(KEY, (1, 50))) * 0.3  # one factor per network
+    c = 2.0
+    samples = np.exp(noise) * n[:, None] ** -1.0 * (1 + c / n[:, None])
+    we = dw.width_exponent(n, samples)
+    # exact local exponents of n^-1 (1 + c/n): the noise cancels network by network
+    exact = np.diff(np.log(n**-1.0 * (1 + c / n))) / np.log(2.0)
+    np.testing.assert_allclose(we.local, exact, rtol=1e-12)
+    assert we.se < 1e-12 and we.exponent == pytest.approx(exact[-1])
+    # the Richardson step: the truncation estimate is close to the remaining deviation
+    assert we.truncation == pytest.approx(abs(exact[-1] + 1.0), rel=0.05)
+    noisy = dw.width_exponent(
+        n, samples * np.exp(0.1 * np.asarray(jax.random.normal(KEY, (4, 50))))
+    )
+    assert noisy.se > 0 and abs(noisy.exponent - exact[-1]) < 4 * noisy.se
+    with pytest.raises(ValueError, match="3 increasing"):
+        dw.width_exponent(n[:2], samples[:2])
+    with pytest.raises(ValueError, match="shape"):
+        dw.width_exponent(n, samples[:, :1])
+    with pytest.raises(ValueError, match="positive"):
+        dw.width_exponent(n, -samples)
+
+
+def test_fluctuation_by_the_chain_agrees_with_the_exact_moments():
+    net = finite.he_net(3, (16, 16, 16), bias=False)
+    x = jnp.ones(3)
+    fl = dw.fluctuation(net, KEY, 2**14, x, method="chain", chunk=1024, pad_to=4)
+    assert abs(fl.z) < nl.bonferroni_z(1) and (fl.ratio - 1.0) / fl.se > 10
+    with pytest.raises(ValueError, match="method"):
+        dw.fluctuation(net, KEY, 100, x, method="exact")
