@@ -2,13 +2,15 @@
 
 The names below are the public API (``nl.ntk``, ``nl.kernels``, ...); the submodules hold the
 rest of each paper's mathematics: :mod:`ntklib.depth` and :mod:`ntklib.eoc` (large depth, the
-Edge of Chaos), :mod:`ntklib.finite` (exact finite-width moments), :mod:`ntklib.hierarchy` and
+Edge of Chaos), :mod:`ntklib.finite` (exact finite-width moments), :mod:`ntklib.depth_width` (depth and width
+together: trained networks on a grid of L and n), :mod:`ntklib.hierarchy` and
 :mod:`ntklib.nth` (the neural tangent hierarchy), :mod:`ntklib.narrow` (deep narrow networks),
 :mod:`ntklib.ode`, :mod:`ntklib.stats`, :mod:`ntklib.sweep`, :mod:`ntklib.trig`.
 """
 
 from ntklib import (
     depth,
+    depth_width,
     eoc,
     finite,
     hierarchy,
@@ -72,6 +74,7 @@ __all__ = [
     "bonferroni_z",
     "bootstrap_ci",
     "depth",
+    "depth_width",
     "descend",
     "eoc",
     "finite",

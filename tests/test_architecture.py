@@ -136,7 +136,7 @@ def test_docstring_formula_blocks_become_literal_blocks():
 
 DOCUMENTED = (
     "mlp empirical train hierarchy nth ode narrow finite sweep keys trig activations"
-    " kernel_maps infinite stats eoc depth"
+    " kernel_maps infinite stats eoc depth depth_width"
 ).split()
 
 
