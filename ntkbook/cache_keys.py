@@ -31,13 +31,18 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def cache_key(chapter: Chapter, values: dict[str, Any], source: bytes | None = None) -> str:
+def cache_key(
+    chapter: Chapter, profile: str, values: dict[str, Any], source: bytes | None = None
+) -> str:
     """Hash of the chapter's source (``source``, default the file as it is now), its resolved
-    parameters, the ``ntklib`` sources and the installed environment
-    (:func:`environment_hash`)."""
+    parameters, the profile's compile setting (:meth:`Chapter.xla_level`), the ``ntklib``
+    sources and the installed environment (:func:`environment_hash`)."""
     h = hashlib.sha256()
     h.update(chapter.source.read_bytes() if source is None else source)
     h.update(canonical(values).encode())
+    level = chapter.xla_level(profile)
+    if level is not None:
+        h.update(f"xla level {level}".encode())
     h.update(library_hash().encode())  # the ntklib the chapters import, not ntkbook
     h.update(environment_hash().encode())
     return h.hexdigest()
@@ -64,7 +69,7 @@ def tree_key(plan: Iterable[tuple[Chapter, str, dict[str, Any]]]) -> str:
     plan (:func:`ntkbook.publish.plan`): what CI keys its cache of ``book/chapters/`` on."""
     h = hashlib.sha256()
     for ch, used, values in plan:
-        h.update(f"{ch.name} {used} {cache_key(ch, values)}\n".encode())
+        h.update(f"{ch.name} {used} {cache_key(ch, used, values)}\n".encode())
     return h.hexdigest()
 
 

@@ -137,7 +137,7 @@ def _run_one(
     ``heartbeat`` seconds while it runs (elapsed, against its last measured time at this
     profile), and one when it is done; ``started`` is the build's start (its total elapsed)."""
     t_build = time.perf_counter() if started is None else started
-    key = cache_key(ch, values)
+    key = cache_key(ch, profile, values)
     if not force and is_fresh(ch, key):
         print(
             f"{ch.name}: done (cached: unchanged since its last successful run; --force reruns); "
@@ -198,7 +198,7 @@ def _your_run(ch: Chapter, profile: str) -> str | None:
     if not overrides or run.get("profile") != profile:
         return None
     try:
-        fresh = is_fresh(ch, cache_key(ch, ch.resolve(profile, overrides)))
+        fresh = is_fresh(ch, cache_key(ch, profile, ch.resolve(profile, overrides)))
     except UsageError:  # a parameter the chapter no longer has: rerun at the profile
         return None
     return shlex.join(override_args(overrides)) if fresh else None

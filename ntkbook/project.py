@@ -23,6 +23,9 @@ from ntkbook.params import (
 )
 
 PROFILES = ("ci", "quick", "full")
+# A profile's compile setting, beside its parameters in profiles.yml (never passed to the
+# chapter): XLA's backend optimization level, 0 to 3 (default XLA's own, 2).
+XLA_LEVEL = "xla_backend_optimization_level"
 DEFAULT_PROFILE = "quick"
 
 
@@ -100,6 +103,12 @@ def _load_profiles(path: Path, _mtime: int) -> dict[str, dict[str, dict[str, Any
                 )
             if values is not None and not isinstance(values, dict):
                 raise UsageError(f"profiles file: {chapter}.{prof} must map parameters to values")
+            level = (values or {}).get(XLA_LEVEL, 2)
+            if type(level) is not int or not 0 <= level <= 3:
+                raise UsageError(
+                    f"profiles file: {chapter}.{prof}.{XLA_LEVEL} must be an int from 0 to 3, "
+                    f"got {level!r}"
+                )
     return data
 
 
@@ -147,7 +156,19 @@ class Chapter:
     def profile_values(self, profile: str) -> dict[str, Any]:
         if profile not in PROFILES:
             raise UsageError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-        return dict(self.project.profiles().get(self.name, {}).get(profile) or {})
+        values = dict(self.project.profiles().get(self.name, {}).get(profile) or {})
+        values.pop(XLA_LEVEL, None)
+        return values
+
+    def xla_level(self, profile: str) -> int | None:
+        """XLA's backend optimization level of this chapter at ``profile`` (``None``: the
+        caller's, by default XLA's 2). Level 0 compiles a program in about 40 % of the time and
+        changes results by rounding only; a profile whose run is mostly compiling (a ``ci`` run
+        of small programs) sets it, one whose programs run long keeps 2 (their loops run slower
+        at 0). Part of the cache key and of ``run.json``: the same profile gives the same bits."""
+        if profile not in PROFILES:
+            raise UsageError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        return (self.project.profiles().get(self.name, {}).get(profile) or {}).get(XLA_LEVEL)
 
     def resolve(self, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
         """Defaults, then the profile, then ``overrides`` (already typed), all validated."""

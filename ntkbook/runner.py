@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from ntkbook.cache_keys import cache_key
 from ntkbook.files import atomic_write_bytes, replace_folder
 from ntkbook.numbers import cell, comparison_text, status_mark
 from ntkbook.params import PARAMETER_LINE, canonical
-from ntkbook.project import Chapter
+from ntkbook.project import XLA_LEVEL, Chapter
 from ntkbook.protocol import git_commit, records, run_environment
 
 
@@ -115,6 +115,17 @@ def compile_cache(build: Path) -> dict[str, str]:
     }
 
 
+def xla_flags(level: int | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{"XLA_FLAGS": ...}``: ``environ``'s (default ``os.environ``) flags with the backend
+    optimization level set to ``level`` (:meth:`ntkbook.project.Chapter.xla_level`); ``{}``
+    when ``level`` is ``None`` (the caller's flags stand)."""
+    if level is None:
+        return {}
+    environ = os.environ if environ is None else environ
+    flags = [f for f in environ.get("XLA_FLAGS", "").split() if not f.startswith(f"--{XLA_LEVEL}=")]
+    return {"XLA_FLAGS": " ".join([*flags, f"--{XLA_LEVEL}={level}"])}
+
+
 def use_compile_cache(build: Path, environ: MutableMapping[str, str] | None = None) -> None:
     """Point JAX at :func:`compile_cache`'s folder in ``environ`` (default ``os.environ``),
     before JAX starts: a variable already set there is kept."""
@@ -140,7 +151,7 @@ def run_chapter(
     """
     project = chapter.project
     source = chapter.source.read_bytes()
-    key = cache_key(chapter, values, source)
+    key = cache_key(chapter, profile, values, source)
     tmp_root = project.build / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     recover(tmp_root, chapter.outdir)
@@ -174,6 +185,7 @@ def run_chapter(
             "computed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(time.perf_counter() - t0, 2),
             "versions": library_versions(),
+            XLA_LEVEL: chapter.xla_level(profile),
             "times": measured_times(chapter, profile, overrides, time.perf_counter() - t0, commit),
             "checks": len(checks),
             "checks_failed": sum(not c["passed"] for c in checks),
@@ -222,6 +234,7 @@ def execute(
     env_before = dict(os.environ)
     os.environ.update(
         env,
+        **xla_flags(chapter.xla_level(profile)),
         PYTHONHASHSEED="0",
         # figures must reach the notebook whatever the caller's backend (CI often sets Agg)
         MPLBACKEND="module://matplotlib_inline.backend_inline",

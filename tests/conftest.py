@@ -62,11 +62,13 @@ sleep: float = 0.0  # ≥ 0: seconds to wait inside the computation (to be kille
 ```{code-cell} ipython3
 import matplotlib.pyplot as plt
 
+import os
 import time
 
 from ntkbook import check, save_figure
 
 time.sleep(sleep)
+print("XLA_FLAGS:", os.environ.get("XLA_FLAGS"))
 if fail:
     raise RuntimeError("asked to fail")
 fig, ax = plt.subplots()
@@ -82,7 +84,7 @@ PROFILES = """
 infinite_width:
   ci: {widths: [32, 64, 128, 256], n_nets: 8, n_angles: 6, depth: 2}
 demo:
-  ci: {}
+  ci: {xla_backend_optimization_level: 1}
 """
 
 TOC = """format: jb-book

@@ -14,6 +14,7 @@ import pytest
 from conftest import ntkbook, ntkbook_here, snapshot
 
 import ntklib
+from ntkbook.runner import xla_flags
 
 pytestmark = pytest.mark.xdist_group("book")  # one worker builds the book once
 
@@ -57,6 +58,26 @@ def test_build_produces_site_checks_and_figures(book_project):
             figs / f"{name}.svg"
         ).stat().st_size > 0
         assert (html / "figures" / "infinite_width" / f"{name}.png").exists()
+    # the demo's ci profile sets XLA's optimization level: its kernel ran with it, instead of
+    # the suite's level 0, and run.json says so; the infinite_width profile sets none
+    demo = book_project / "book" / "chapters" / "demo"
+    assert "--xla_backend_optimization_level=1" in (demo / "demo.ipynb").read_text()
+    assert "--xla_backend_optimization_level=0" not in (demo / "demo.ipynb").read_text()
+    assert json.loads((demo / "run.json").read_text())["xla_backend_optimization_level"] == 1
+    iw = book_project / "book" / "chapters" / "infinite_width" / "run.json"
+    assert json.loads(iw.read_text())["xla_backend_optimization_level"] is None
+
+
+def test_xla_flags_set_the_level_and_keep_the_callers_other_flags():
+    env = {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=3"
+    }
+    assert xla_flags(0, env) == {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    }
+    assert xla_flags(None, env) == {} and xla_flags(2, {}) == {
+        "XLA_FLAGS": "--xla_backend_optimization_level=2"
+    }
 
 
 def test_unchanged_chapters_are_cached(book_project):
@@ -129,6 +150,7 @@ def test_malformed_profiles_file_is_refused(book_project, capsys, monkeypatch):
             ("demo:\n  tiny: {}\n", "unknown profile 'tiny'"),
             ("demo:\n  ci: {fail: maybe}\n", "must be true or false"),
             ("demo:\n  ci: {colour: 3}\n", "unknown parameter 'colour'"),
+            ("demo:\n  ci: {xla_backend_optimization_level: 7}\n", "an int from 0 to 3"),
         ]:
             prof.write_text(text)
             code, _, err = ntkbook_here(
