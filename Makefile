@@ -64,8 +64,9 @@ clean:
 	rm -rf _build book/chapters book/_generated book/_static
 
 ## make peer: create neural-tangents' own environment (.peer-venv/) once; make bench needs it
-peer: $(STAMP)
-	$(PY) benchmarks/run.py --setup-peer
+## (the system Python and the standard library only: CI runs it beside `make setup`)
+peer:
+	$(PYTHON) benchmarks/peer_env.py
 
 ## make bench: ntklib against neural-tangents (creates .peer-venv once); SIZE=tiny|small|full
 SIZE ?= small

@@ -36,32 +36,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER = ROOT / ".peer-venv"
-PEER_PINS = ["neural-tangents==0.6.5", "jax==0.4.23", "jaxlib==0.4.23", "numpy<2", "scipy<1.13"]
 sys.path.insert(0, str(Path(__file__).parent))
 import gauss_reference as G  # noqa: E402
 import workloads as W  # noqa: E402
+from peer_env import peer_python  # noqa: E402
 
 from ntkbook import performance  # noqa: E402
 from ntkbook.files import atomic_write_bytes  # noqa: E402
-
-
-def peer_python() -> Path:
-    """The peer environment's interpreter, creating the environment on first use."""
-    py = PEER / "bin" / "python"
-    stamp = PEER / ".installed"
-    if not stamp.exists():
-        print(
-            f"creating the peer environment in {PEER.name}/ ({' '.join(PEER_PINS)})",
-            file=sys.stderr,
-        )
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER)], check=True)
-        subprocess.run(
-            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PEER_PINS],
-            check=True,
-        )
-        stamp.write_text(" ".join(PEER_PINS))
-    return py
 
 
 def run_side(python: Path | str, script: str, size: str, outdir: Path) -> list[dict]:

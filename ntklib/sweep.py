@@ -57,6 +57,7 @@ def map_keys(
     devices: Sequence[jax.Device] | None = None,
     store: Path | str | None = None,
     progress: bool = False,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Any:
     """``stack([fn(k, *args) for k in jax.random.split(key, n)])``, vmapped, chunked, sharded.
 
@@ -86,6 +87,10 @@ def map_keys(
         store: a folder to save finished chunks in and resume from, default ``None``
             (nothing saved).
         progress: print a progress bar on stderr, default ``False``.
+        compiler_options: XLA options for this program, default ``None`` (the process's
+            ``XLA_FLAGS``); e.g. ``{"xla_backend_optimization_level": 0}`` for a program that
+            compiles longer than it runs (about 40 % of the compile time; results change by
+            rounding only, and the same options give the same bits).
 
     Returns:
         ``fn``'s pytree with NumPy leaves, each with a new first axis of length ``n``.
@@ -99,7 +104,7 @@ def map_keys(
     pad = (-n) % chunk
     if pad:
         keys = jnp.concatenate([keys, jax.random.split(jax.random.fold_in(key, 1), pad)])
-    run = _compiled(fn, mesh, len(args))
+    run = _compiled(fn, mesh, len(args), compiler_options)
     starts = range(0, n + pad, chunk)
     saved = _ChunkStore(store, n, chunk, key) if store is not None else None
     outs, t0 = [], time.perf_counter()
@@ -170,13 +175,15 @@ def _gather(out):
 _CACHE: dict = {}
 
 
-def _compiled(fn, mesh: Mesh, n_args: int = 0):
-    """``jit(vmap(fn))`` sharded over ``mesh``, cached so repeated calls do not recompile.
+def _compiled(fn, mesh: Mesh, n_args: int = 0, compiler_options: dict | None = None):
+    """``jit(vmap(fn))`` sharded over ``mesh`` (with ``compiler_options``), cached so repeated
+    calls do not recompile.
 
     ``fn`` is keyed by identity, so pass the same callable (see
     :func:`ntklib.empirical.ntk_diagonal_mc`).
     """
-    cache_key = (fn, n_args, tuple(d.id for d in mesh.devices.flat))
+    options = tuple(sorted((compiler_options or {}).items()))
+    cache_key = (fn, n_args, tuple(d.id for d in mesh.devices.flat), options)
     if cache_key not in _CACHE:
         sharding = NamedSharding(mesh, PartitionSpec("nets"))
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -184,6 +191,7 @@ def _compiled(fn, mesh: Mesh, n_args: int = 0):
             jax.vmap(fn, in_axes=(0,) + (None,) * n_args),
             in_shardings=(sharding,) + (replicated,) * n_args,
             out_shardings=sharding,
+            compiler_options=dict(options) or None,
         )
     return _CACHE[cache_key]
 

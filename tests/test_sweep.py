@@ -1,5 +1,6 @@
 """Sharded Monte Carlo over devices, resumable sweeps, and the hierarchy's K3."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -116,6 +117,22 @@ def test_two_processes_with_jax_distributed_give_identical_results(tmp_path):
     ref = ntk_diagonal_mc(net, jax.random.PRNGKey(7), 22, x, chunk=22)
     for pid in (0, 1):
         assert np.array_equal(np.load(tmp_path / f"p{pid}.npy"), ref)
+
+
+def test_map_keys_passes_compiler_options_to_its_program(key):
+    """The options reach XLA (an unknown one is refused by it) and a level other than the
+    suite's 0 changes the result by rounding at most."""
+    net = nl.mlp(3, 2, 16)
+    x = jax.random.normal(jax.random.PRNGKey(8), (4, 3))
+
+    def fn(k):
+        return nl.ntk(functools.partial(nl.apply, net), nl.init(net, k), x)
+
+    base = map_keys(fn, key, 4)
+    level2 = map_keys(fn, key, 4, compiler_options={"xla_backend_optimization_level": 2})
+    np.testing.assert_allclose(level2, base, rtol=1e-12)
+    with pytest.raises(Exception, match="no_such_option"):
+        map_keys(fn, key, 4, compiler_options={"no_such_option": 1})
 
 
 def test_map_keys_refuses_empty(key):
