@@ -34,13 +34,14 @@ publish: PROFILE = full
 publish: $(STAMP)
 	$(PY) -m ntkbook publish --profile $(PROFILE)
 
-## make test: set up .venv, run the fast tier of the test suite (two workers)
+## make test: set up .venv, run the fast tier of the test suite (two workers; the 25 slowest
+## tests listed at the end, the profile the fast loop is kept within 6 minutes by)
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=25
 
 ## make test-slow: the slow tier alone (what test-all adds to test)
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow --durations=10
 
 ## make test-all: both tiers; the slow one needs every chapter at ci (make book PROFILE=ci,
 ## else its first test runs them) and uses neural-tangents' environment where it exists

@@ -337,6 +337,13 @@ def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
 def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
     """Network outputs ``(..., d_out)``: the linear tail on :func:`hidden_mlp`.
 
+    One ``lax.scan`` over the body's layers: the cost of a step at depth is one small matmul
+    per layer, and reverse mode (training, the NTK's gradients) holds one ``(batch, width)``
+    array per layer for the backward pass, about ``1.4 x 8 L B width`` bytes in float64 (XLA's
+    memory analysis of the loss gradient: 0.7 MB at ``L = 1000``, ``B = 16``, width 4; 2.8 MB
+    at ``L = 4000``), beside the parameters and their gradient, ``2 x 8 (L - 1)(width^2 +
+    width)`` bytes.
+
     Arguments:
         params: the parameters, as from :func:`init_mlp`.
         x: inputs, shape ``(..., d_in)``.

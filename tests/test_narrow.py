@@ -424,3 +424,18 @@ def test_the_fused_vmapped_cnn_computes_exactly_zero_at_every_compile():
     )
     assert proc.returncode == 0, proc.stderr
     assert [float(v) for v in proc.stdout.split()] == [0.0] * 30
+
+
+def test_backward_pass_memory_is_one_layer_input_per_layer():
+    """The loss gradient's temporary memory (XLA's own analysis) is what ``apply_mlp`` states:
+    under 2 x 8 L B width bytes and linear in L (a scan that kept every layer's parameters,
+    width^2 per layer, or a Python loop unrolled over depth would exceed it)."""
+    temps, x = [], jax.random.uniform(jax.random.PRNGKey(1), (16, 2))
+    for depth in (500, 2000):
+        net = nw.narrow_mlp(2, 1, depth, 5.0)
+        p = nw.init_mlp(net, jax.random.PRNGKey(0))
+        grad = jax.jit(jax.grad(lambda p: jnp.sum(nw.apply_mlp(p, x) ** 2)))
+        temp = grad.lower(p).compile().memory_analysis().temp_size_in_bytes
+        assert temp < 2 * 8 * depth * 16 * net.width, (depth, temp)
+        temps.append(temp)
+    assert 3.5 < temps[1] / temps[0] < 4.5
