@@ -7,9 +7,11 @@ PROFILE ?= quick
 
 .PHONY: setup lock book publish test test-slow test-all lint format ci clean bench peer
 
+# --no-compile: Python byte-compiles a module when it is first imported (once, cached), not
+# every module of every package at install (62.6 -> 44.6 CPU-seconds of the install on 2 cores)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[book,test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e ".[book,test]"
 	@touch $(STAMP)
 
 ## make lock: refresh constraints.txt, the pinned environment, from a fresh install of
