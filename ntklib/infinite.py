@@ -368,6 +368,7 @@ def _kernels(
         # all of the cost at depth), packed as a vector; entry k pairs rows i[k] and j[k]. The
         # diagonal starts at q exactly, so correlation 1 stays exactly 1 at any depth.
         i, j = np.triu_indices(x1.shape[0])
+        off, on = np.nonzero(i != j)[0], np.nonzero(i == j)[0]
         s12 = jnp.where(i == j, q1[i], s12[i, j])
 
         def pair(q1, q2):
@@ -397,12 +398,28 @@ def _kernels(
             return kmap.diag(q, gauss)
         return kmap(q, q, q)
 
+    def entries(s12, q1, q2, vq1, vdq1, gauss):
+        """``(V, Vd)`` of the entries: a quadrature map shares each row's work
+        (:meth:`~ntklib.kernel_maps.GaussKronrodMap.batch`), and the diagonal of one batch
+        (correlation 1) is the diagonal's own ``(vq1, vdq1)``."""
+        if not quad:
+            return (kmap.gauss if gauss else kmap)(s12, *pair(q1, q2))
+        if not symmetric:
+            rows1, rows2 = np.arange(len(q1))[:, None], np.arange(len(q2))[None, :]
+            return kmap.batch(s12, q1, q2, rows1, rows2, gauss)
+        v, vd = kmap.batch(s12[off], q1, q1, i[off], j[off], gauss)
+        full = jnp.zeros_like(s12)
+        return (
+            full.at[off].set(v).at[on].set(vq1[i[on]]),
+            full.at[off].set(vd).at[on].set(vdq1[i[on]]),
+        )
+
     def layer(s12, q1, q2, t12, tq1, tq2, gauss=False):
         """One layer for pairs ``(s12, t12)`` and both rows' diagonals ``(q, tq)``."""
-        v, vd = (kmap.gauss if gauss else kmap)(s12, *pair(q1, q2))
+        vq1, vdq1 = diag(q1, gauss)
+        v, vd = entries(s12, q1, q2, vq1, vdq1, gauss)
         s_new = w2 * v + b2
         t_new = s_new + w2 * vd * t12
-        vq1, vdq1 = diag(q1, gauss)
         q1_new, tq1_new = w2 * vq1 + b2, w2 * vq1 + b2 + w2 * vdq1 * tq1
         if symmetric:
             q2_new, tq2_new = q1_new, tq1_new

@@ -23,7 +23,12 @@ both one-dimensional integrals are taken by composite Gauss-Kronrod rules in the
 variable, on panels split at the activation's kink (0) and graded down to the activation's own
 length scale ``1 / sqrt(q)``; it is accurate to about 1e-14 of the kernel's scale for
 variances 0.01 to 10^3 and every correlation in [-1, 1] (tested against nested adaptive
-quadrature), and the embedded Gauss rule gives an error estimate in the same pass. The
+quadrature), and the embedded Gauss rule gives an error estimate in the same pass. Within
+a network recursion (:meth:`GaussKronrodMap.batch`) the map shares each input's work: Mehler's
+series ``V = sum_k b_k(q1) b_k(q2) c^k`` in the normalized Hermite coefficients ``b_k`` of
+``phi(sqrt(q) z)`` (one set per input and layer) gives each entry in 65 multiply-adds, with a
+bound on its truncation error; the entries where that bound exceeds 1e-15 of the kernel's scale
+(correlations near +-1) take the direct rule. The
 previous two-dimensional Gauss-Hermite rule (``method="hermite"``, probabilists' nodes, ``u =
 sqrt(q1) z1``, ``v = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``) under-resolves the scale
 ``1 / sqrt(q)`` once ``q`` is a few units (10 % of the kernel for tanh at ``q = 13``) and is
@@ -259,6 +264,14 @@ class GaussKronrodMap:
             under 1e-15).
         max_bytes: the memory one chunk of entries may hold, default 2^28 (256 MiB): a
             batch of more entries is evaluated chunk by chunk (:meth:`chunk_entries`).
+        degree: the last term of Mehler's series in :meth:`batch`, default 64.
+        series_tol: the bound on the series' truncation error, relative to the kernel's
+            scale, below which :meth:`batch` takes an entry from the series, default 1e-15.
+        z_coef: truncation of the standard variable for the series' coefficients, default
+            13.0 (``exp(-z^2 / 4)``, the envelope of the normalized Hermite functions, is
+            below 1e-18 there; 9 would leave 1e-9).
+        coef_panels: equal panels on ``[-z_coef, z_coef]`` for the coefficients, default 52
+            (width 0.5: the Hermite polynomials of degree 64 oscillate at about 8 per unit).
 
     The arguments other than ``n`` are kept as attributes of the same names.
 
@@ -279,8 +292,18 @@ class GaussKronrodMap:
         k_inner: int = 6,
         h_floor: float = 1e-8,
         max_bytes: int = 2**28,
+        degree: int = 64,
+        series_tol: float = 1e-15,
+        z_coef: float = 13.0,
+        coef_panels: int = 52,
     ):
         self.phi, self.kink, self.max_bytes = phi, kink, max_bytes
+        self.degree, self.series_tol, self.z_coef, self.coef_panels = (
+            degree,
+            series_tol,
+            z_coef,
+            coef_panels,
+        )
         self.z_max, self.k_outer, self.k_inner, self.h_floor = z_max, k_outer, k_inner, h_floor
         self.n_uniform = n_uniform
         x, wk, wg = kronrod_rule(n)
@@ -390,6 +413,114 @@ class GaussKronrodMap:
             q2: the variance ``E[v^2]`` (``>= 0``), likewise.
         """
         return self._expect(s12, q1, q2, self._gauss)[0]
+
+    def _rows(self, q, rule):
+        """Per-row Hermite coefficients of ``phi`` and ``phi'`` (see :meth:`batch`)."""
+        s = jnp.sqrt(q)
+        zc = self.z_coef
+        h = jnp.minimum(jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), jnp.inf), 0.5)
+        graded = _graded(jnp.zeros_like(h), jnp.maximum(h, self.h_floor), zc, self.k_outer)
+        uniform = jnp.broadcast_to(
+            jnp.linspace(-zc, zc, self.coef_panels + 1), h.shape + (self.coef_panels + 1,)
+        )
+        z, ws = _panels(jnp.sort(jnp.concatenate([uniform, graded], -1), -1), *rule)
+        w = ws[0] * jnp.exp(-0.5 * z * z)
+        w = w / jnp.sum(w, -1, keepdims=True)
+        f, d = self._both(s[..., None] * z)
+        wf, wd = w * f, w * d
+
+        def step(carry, k):
+            h_prev, h_k = carry
+            out = (jnp.sum(wf * h_k, -1), jnp.sum(wd * h_k, -1))
+            h_next = (z * h_k - jnp.sqrt(k) * h_prev) / jnp.sqrt(k + 1.0)
+            return (h_k, h_next), out
+
+        ks = jnp.arange(self.degree + 1, dtype=z.dtype)
+        _, (bf, bd) = jax.lax.scan(step, (jnp.zeros_like(z), jnp.ones_like(z)), ks)
+        ef, ed = jnp.sum(wf * f, -1), jnp.sum(wd * d, -1)
+        tails = (
+            jnp.maximum(ef - jnp.sum(bf * bf, 0), 0.0),
+            jnp.maximum(ed - jnp.sum(bd * bd, 0), 0.0),
+        )
+        return (bf, bd), tails, (ef, ed)
+
+    def batch(self, s12, qa, qb, ia, ib, gauss: bool = False):
+        """``(V, Vd)`` of entries ``s12`` between rows ``ia`` of ``qa`` and rows ``ib`` of ``qb``:
+        the map at ``(s12, qa[ia], qb[ib])``, sharing the work of each row (what
+        :func:`ntklib.kernels` calls).
+
+        Each row ``q`` gets the normalized Hermite coefficients of ``phi`` and ``phi'``,
+
+            b_k(q) = E[phi(sqrt(q) z) He_k(z)] / sqrt(k!),   k = 0..degree,
+
+        by the Kronrod (or Gauss) rule on panels of ``[-z_coef, z_coef]`` (``coef_panels`` equal
+        ones and the graded outer ones), and its tail ``T(q) = E[phi^2] - sum_k b_k^2``. Mehler's
+        formula then gives every entry in ``degree + 1`` multiply-adds,
+
+            V = sum_{k <= degree} b_k(q1) b_k(q2) c^k,   |error| <= |c|^(degree+1) sqrt(T(q1) T(q2))
+
+        (Cauchy-Schwarz on the rest of the series), and likewise ``Vd`` with the coefficients of
+        ``phi'``. Entries whose bound exceeds ``series_tol`` of ``sqrt(E[phi(u)^2] E[phi(v)^2])``
+        (correlations near +-1, where the series converges slowly) are gathered and evaluated
+        by the direct rule (:meth:`__call__`), ``chunk`` entries at a time in a
+        ``lax.while_loop`` that runs only as many chunks as there are such entries.
+
+        Arguments:
+            s12: the covariances, an array (any shape).
+            qa: the variances of the first rows, shape ``(na,)``.
+            qb: the variances of the second rows, shape ``(nb,)``; the same object as ``qa``
+                shares their coefficients.
+            ia: integer array broadcastable with ``s12``: row of ``qa`` of each entry.
+            ib: likewise, row of ``qb``.
+            gauss: use the ``n``-point Gauss rule (coefficients and direct rule) instead of the
+                Kronrod rule, default ``False``: the second recursion of the error estimate.
+
+        Returns:
+            ``(V, Vd)``, each of ``s12``'s shape (the broadcast of ``s12, ia, ib``).
+        """
+        rule = self._gauss if gauss else self._kronrod
+        s12, ia, ib = jnp.broadcast_arrays(s12, ia, ib)
+        shape = s12.shape
+        s12, ia, ib = (a.reshape(-1) for a in (s12, ia, ib))
+        if s12.size == 0:
+            return s12.reshape(shape), s12.reshape(shape)
+        ca, ta, ea = self._rows(qa, rule)
+        cb, tb, eb = (ca, ta, ea) if qb is qa else self._rows(qb, rule)
+        q1, q2 = qa[ia], qb[ib]
+        r = jnp.sqrt(q1 * q2)
+        c = jnp.clip(jnp.where(r > 0, s12 / jnp.where(r > 0, r, 1.0), 0.0), -1.0, 1.0)
+        power = jnp.abs(c) ** (self.degree + 1)
+        ok = jnp.abs(c) < 1.0
+        out = []
+        for ba, bb, ta_, tb_, ea_, eb_ in zip(ca, cb, ta, tb, ea, eb, strict=True):
+
+            def horner(acc, k, ba=ba, bb=bb):
+                return acc * c + ba[k][ia] * bb[k][ib], None
+
+            ks = jnp.arange(self.degree, -1, -1)
+            val, _ = jax.lax.scan(horner, jnp.zeros_like(c), ks)
+            out.append(val)
+            bound = power * jnp.sqrt(ta_[ia] * tb_[ib])
+            ok = ok & (bound <= self.series_tol * jnp.sqrt(ea_[ia] * eb_[ib]))
+        v, vd = out
+        # the rest by the direct rule, gathered (flagged entries first) chunk by chunk
+        n_all = s12.size
+        chunk = max(1, min(self.chunk_entries(), -(-n_all // 16)))
+        count = jnp.sum(~ok)
+        order = jnp.argsort(ok, stable=True)  # False (direct) first
+        pad = -(-n_all // chunk) * chunk - n_all
+        order = jnp.concatenate([order, jnp.zeros(pad, order.dtype)])
+
+        def body(state):
+            k, v, vd = state
+            idx = jax.lax.dynamic_slice(order, (k * chunk,), (chunk,))
+            valid = k * chunk + jnp.arange(chunk) < count
+            dv, dvd = self._expect_block(s12[idx], q1[idx], q2[idx], rule)[0]
+            idx = jnp.where(valid, idx, n_all)  # out of bounds: dropped
+            return k + 1, v.at[idx].set(dv, mode="drop"), vd.at[idx].set(dvd, mode="drop")
+
+        _, v, vd = jax.lax.while_loop(lambda st: st[0] * chunk < count, body, (0, v, vd))
+        return v.reshape(shape), vd.reshape(shape)
 
     def _diag(self, q, rule):
         s = jnp.sqrt(q)
