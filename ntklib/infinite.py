@@ -225,7 +225,9 @@ def kernels(
     available;
     warns (:class:`OverflowWarning`) with the first layer whose kernel is infinite when the
     recursion leaves the floating-point range (an erf NTK at ``w_std = 10`` grows about
-    six-fold a layer). Memory grows with the number of kernel entries: a quadrature map
+    six-fold a layer), and (:class:`RangeWarning`) when a quadrature map meets a variance
+    outside the range it is tested on, :data:`TESTED_Q` (a GELU network at ``w_std = 1.5``
+    reaches ``q = 1.5e6`` by depth 100). Memory grows with the number of kernel entries: a quadrature map
     streams them in chunks (:meth:`ntklib.kernel_maps.GaussKronrodMap.chunk_entries`).
     """
     depth, activation, w_std, b_std = _description(net, depth, activation, w_std, b_std)
@@ -263,7 +265,8 @@ def kernels(
     args = dict(
         depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )
-    out = _kernels(x1, x2, **args, all_layers=all_layers, with_error=want_error)
+    out, q_range = _kernels(x1, x2, **args, all_layers=all_layers, with_error=want_error)
+    _say_range(q_range, args)
     if not want_error:
         _say_overflow(out, x1, x2, args, all_layers)
         return out
@@ -311,6 +314,34 @@ def _inputs(name: str, x) -> None:
         )
 
 
+class RangeWarning(AccuracyWarning):
+    """The variances entering a quadrature kernel map left the range it is tested on."""
+
+
+TESTED_Q = (0.01, 1e3)  # GaussKronrodMap's tested variances (the kernel_maps docstring)
+
+
+def _say_range(q_range, net: dict) -> None:
+    """Warn (:class:`RangeWarning`) when a quadrature map met a variance outside
+    :data:`TESTED_Q` (a positive one below it, or one above it), outside a trace."""
+    lo, hi = q_range
+    if isinstance(lo, jax.core.Tracer):
+        return
+    if not isinstance(kernel_map(net["activation"], net["method"], net["n_quad"]), GaussKronrodMap):
+        return
+    lo, hi = float(lo), float(hi)
+    if 0 < lo < TESTED_Q[0] or hi > TESTED_Q[1]:
+        warnings.warn(
+            f"kernels({net['activation']!r}, depth {net['depth']}, w_std={net['w_std']}, "
+            f"b_std={net['b_std']}): the variances entering the activation's map span "
+            f"[{lo:.3g}, {hi:.3g}], outside [{TESTED_Q[0]:g}, {TESTED_Q[1]:g}] where the "
+            "Gauss-Kronrod map is tested against nested adaptive quadrature (about 1e-14 there); "
+            "its error estimate (return_error=True) may not bound the error outside it",
+            RangeWarning,
+            stacklevel=3,
+        )
+
+
 class OverflowWarning(RuntimeWarning):
     """The recursion left the floating-point range (the kernel is infinite past some depth)."""
 
@@ -321,7 +352,7 @@ def _say_overflow(k, x1, x2, net: dict, all_layers: bool) -> None:
     arguments and every layer, only in that case)."""
     if isinstance(k.ntk, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(k.ntk))):
         return
-    layers = k if all_layers else _kernels(x1, x2, **net, all_layers=True, with_error=False)
+    layers = k if all_layers else _kernels(x1, x2, **net, all_layers=True, with_error=False)[0]
     finite = np.asarray(jnp.all(jnp.isfinite(layers.ntk) & jnp.isfinite(layers.nngp), axis=(1, 2)))
     first = int(np.argmin(finite))  # index 0 is layer 1 (the input layer's covariance)
     warnings.warn(
@@ -350,8 +381,9 @@ def _kernels(
     all_layers: bool = False,
     with_error: bool = False,
 ):
-    """The jitted recursion behind :func:`kernels` (same arguments); with ``with_error`` it
-    returns ``(kernels, errors, scales)``, errors and scales as :class:`Kernels`."""
+    """The jitted recursion behind :func:`kernels` (same arguments): ``(out, (q_min, q_max))``,
+    ``out`` the kernels (with ``with_error``: ``(kernels, errors, scales)``, errors and scales
+    as :class:`Kernels`) and ``q_min, q_max`` the extreme variances that entered the map."""
     kmap = kernel_map(activation, method, n_quad)
     quad = isinstance(kmap, GaussKronrodMap)
     gauss_run = with_error and quad  # closed forms: no second recursion, rounding only
@@ -429,7 +461,9 @@ def _kernels(
         return s_new, q1_new, q2_new, t_new, tq1_new, tq2_new
 
     def step(carry, _):
-        s12, det, q1, q2, t12, tq1, tq2, gcarry = carry
+        s12, det, q1, q2, t12, tq1, tq2, gcarry, (qlo, qhi) = carry
+        qlo = jnp.minimum(qlo, jnp.minimum(jnp.min(q1), jnp.min(q2)))  # what enters the map
+        qhi = jnp.maximum(qhi, jnp.maximum(jnp.max(q1), jnp.max(q2)))
         if angle:
             v, vd, det = _relu_pair(s12, det, *pair(q1, q2), w2, b2)
             s_new = w2 * v + b2
@@ -441,7 +475,7 @@ def _kernels(
             s_new, q1_new, q2_new, t_new, tq1_new, tq2_new = layer(s12, q1, q2, t12, tq1, tq2)
         if gauss_run:
             gcarry = layer(*gcarry, gauss=True)
-        new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry)
+        new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi))
         return new, ((s_new, t_new) if all_layers else None)
 
     if angle:
@@ -451,8 +485,9 @@ def _kernels(
     else:
         det = jnp.zeros(())
     gcarry = (s12, q1, q2, s12, q1, q2) if gauss_run else ()
-    init = (s12, det, q1, q2, s12, q1, q2, gcarry)
-    (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out), per_layer = jax.lax.scan(
+    q_range = (jnp.array(jnp.inf, s12.dtype), jnp.array(-jnp.inf, s12.dtype))
+    init = (s12, det, q1, q2, s12, q1, q2, gcarry, q_range)
+    (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range), per_layer = jax.lax.scan(
         step, init, None, length=depth
     )
     if with_error:
@@ -463,10 +498,11 @@ def _kernels(
             unpack(error_estimate(jnp.abs(s_out - sg), scale_s)),
             unpack(error_estimate(jnp.abs(t_out - tg), scale_t)),
         )
-        return Kernels(unpack(s_out), unpack(t_out)), err, Kernels(unpack(scale_s), unpack(scale_t))
+        scales = Kernels(unpack(scale_s), unpack(scale_t))
+        return (Kernels(unpack(s_out), unpack(t_out)), err, scales), q_range
     if all_layers:
         s_all, t_all = per_layer
         return Kernels(
             unpack(jnp.concatenate([s12[None], s_all])), unpack(jnp.concatenate([s12[None], t_all]))
-        )
-    return Kernels(unpack(s_out), unpack(t_out))
+        ), q_range
+    return Kernels(unpack(s_out), unpack(t_out)), q_range

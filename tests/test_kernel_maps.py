@@ -16,6 +16,7 @@ import pytest
 
 import ntklib as nl
 from ntklib import kernel_maps
+from ntklib.infinite import RangeWarning
 from ntklib.kernel_maps import GaussKronrodMap, kernel_map, kronrod_rule
 
 REFS = json.loads((Path(__file__).parent / "data" / "gaussian_references.json").read_text())
@@ -238,3 +239,16 @@ def test_series_where_its_bound_holds_direct_rule_elsewhere():
     v, vd = m.batch(c * q[ia], q, q, ia, ia)
     assert np.all(np.isfinite(v[:3])) and np.all(np.isfinite(vd[:3]))
     assert np.all(np.isnan(v[3:])) and np.all(np.isnan(vd[3:]))
+
+
+def test_a_variance_outside_the_tested_range_is_said():
+    """A GELU network whose variances grow past 1e3 (w_std = 2: about double per layer) warns
+    with the range it met; one that stays inside (tanh, whose q <= w^2 + b^2), and a closed
+    form far outside it (ReLU, exact at any q), do not."""
+    x = jnp.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.8]])
+    with pytest.warns(RangeWarning, match=r"outside \[0.01, 1000\]"):
+        nl.kernels(x, depth=12, activation="gelu", w_std=2.0, b_std=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nl.kernels(x, depth=12, activation="tanh", w_std=2.0, b_std=0.1)
+        nl.kernels(x, depth=12, activation="relu", w_std=2.0, b_std=0.1)
