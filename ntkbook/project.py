@@ -153,10 +153,14 @@ class Chapter:
         except ParameterError as e:
             raise UsageError(f"chapter {self.name!r}: {e}") from None
 
-    def profile_values(self, profile: str) -> dict[str, Any]:
+    def _profile_entry(self, profile: str) -> dict[str, Any]:
+        """The chapter's entry for ``profile`` in profiles.yml, as written (a copy)."""
         if profile not in PROFILES:
             raise UsageError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-        values = dict(self.project.profiles().get(self.name, {}).get(profile) or {})
+        return dict(self.project.profiles().get(self.name, {}).get(profile) or {})
+
+    def profile_values(self, profile: str) -> dict[str, Any]:
+        values = self._profile_entry(profile)
         values.pop(XLA_LEVEL, None)
         return values
 
@@ -166,9 +170,7 @@ class Chapter:
         changes results by rounding only; a profile whose run is mostly compiling (a ``ci`` run
         of small programs) sets it, one whose programs run long keeps 2 (their loops run slower
         at 0). Part of the cache key and of ``run.json``: the same profile gives the same bits."""
-        if profile not in PROFILES:
-            raise UsageError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
-        return (self.project.profiles().get(self.name, {}).get(profile) or {}).get(XLA_LEVEL)
+        return self._profile_entry(profile).get(XLA_LEVEL)
 
     def resolve(self, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
         """Defaults, then the profile, then ``overrides`` (already typed), all validated."""
