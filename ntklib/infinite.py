@@ -324,12 +324,9 @@ TESTED_Q = (0.01, 1e3)  # GaussKronrodMap's tested variances (the kernel_maps do
 def _say_range(q_range, net: dict) -> None:
     """Warn (:class:`RangeWarning`) when a quadrature map met a variance outside
     :data:`TESTED_Q` (a positive one below it, or one above it), outside a trace."""
-    lo, hi = q_range
-    if isinstance(lo, jax.core.Tracer):
+    if q_range is None or isinstance(q_range[0], jax.core.Tracer):  # a closed form, or traced
         return
-    if not isinstance(kernel_map(net["activation"], net["method"], net["n_quad"]), GaussKronrodMap):
-        return
-    lo, hi = float(lo), float(hi)
+    lo, hi = float(q_range[0]), float(q_range[1])
     if 0 < lo < TESTED_Q[0] or hi > TESTED_Q[1]:
         warnings.warn(
             f"kernels({net['activation']!r}, depth {net['depth']}, w_std={net['w_std']}, "
@@ -381,9 +378,10 @@ def _kernels(
     all_layers: bool = False,
     with_error: bool = False,
 ):
-    """The jitted recursion behind :func:`kernels` (same arguments): ``(out, (q_min, q_max))``,
+    """The jitted recursion behind :func:`kernels` (same arguments): ``(out, q_range)``,
     ``out`` the kernels (with ``with_error``: ``(kernels, errors, scales)``, errors and scales
-    as :class:`Kernels`) and ``q_min, q_max`` the extreme variances that entered the map."""
+    as :class:`Kernels`) and ``q_range`` the extreme variances ``(q_min, q_max)`` that entered
+    a quadrature map (``None`` for a closed form, exact at any variance)."""
     kmap = kernel_map(activation, method, n_quad)
     quad = isinstance(kmap, GaussKronrodMap)
     gauss_run = with_error and quad  # closed forms: no second recursion, rounding only
@@ -490,6 +488,7 @@ def _kernels(
     (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range), per_layer = jax.lax.scan(
         step, init, None, length=depth
     )
+    q_range = q_range if quad else None
     if with_error:
         sg, tg = (g_out[0], g_out[3]) if gauss_run else (s_out, t_out)
         scale_s = jnp.sqrt(jnp.multiply(*pair(q1_out, q2_out)))
