@@ -409,11 +409,6 @@ def summarize(records: list[dict], outdir: Path) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=list(W.SIZES), default="small")
-    ap.add_argument(
-        "--setup-peer",
-        action="store_true",
-        help="only create the peer's environment (.peer-venv/) and exit (make peer)",
-    )
     ap.add_argument("--no-peer", action="store_true", help="skip neural-tangents (ntklib only)")
     ap.add_argument(
         "--keep-accuracy",
@@ -422,9 +417,6 @@ def main(argv=None) -> int:
         "which the Performance page shows when the committed run has none",
     )
     args = ap.parse_args(argv)
-    if args.setup_peer:
-        print(f"peer environment ready: {peer_python()}")
-        return 0
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         outdir = Path(tmp)
