@@ -2,7 +2,9 @@
 adaptive quadrature (SciPy's QUADPACK, relative tolerance 1e-13), and the script that writes
 ``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores;
 ``python benchmarks/gauss_reference.py deep tanh,gelu`` adds the depth-100 networks at relative
-tolerance 1e-13 with depths 1 and 3, each deep one with its stated error, see :func:`ref_deep`).
+tolerance 1e-13 with depths 1 and 3, each deep one with its stated error, see :func:`ref_deep`;
+``python benchmarks/gauss_reference.py accuracy`` writes the benchmark's accuracy-row reference,
+see :func:`accuracy_reference`).
 
     E[f(u) f(v)] = E_u[f(u) E[f(v) | u]],  v | u ~ N(s12 u / q1, q2 - s12^2 / q1),
 
@@ -173,19 +175,6 @@ def main(path: Path) -> None:
         print(act, "done", flush=True)
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["deep"]:
-    main_deep(
-        Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json",
-        sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"],
-    )
-elif __name__ == "__main__":
-    main(
-        Path(sys.argv[1])
-        if len(sys.argv) > 1
-        else Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json"
-    )
-
-
 def ref_ntk_matrix(act: str, depth: int, x, w_std: float, b_std: float):
     """The NTK matrix of the batch ``x`` (rows) by the recursion with :func:`ref_map` (slow:
     one nested quadrature per entry and layer; for small batches and depths)."""
@@ -202,3 +191,49 @@ def ref_ntk_matrix(act: str, depth: int, x, w_std: float, b_std: float):
                 v[i, j], vd[i, j] = v[j, i], vd[j, i] = ref_map(act, s[i, j], s[i, i], s[j, j])
         s, t = w2 * v + b2, w2 * v + b2 + w2 * vd * t
     return t
+
+
+ACCURACY_FILE = Path(__file__).parent / "results" / "accuracy_reference.json"
+
+
+def accuracy_reference(act: str, x, w_std: float, b_std: float) -> tuple[np.ndarray, str]:
+    """The depth-1 NTK matrix :func:`ref_ntk_matrix` of the benchmark's accuracy row, and where it
+    came from: read from ``results/accuracy_reference.json`` where that file holds this very case
+    (the same activation, inputs and variances, bit for bit), else computed (about 13 s per
+    activation on one core). The file is written by ``python benchmarks/gauss_reference.py
+    accuracy`` with this same function's computation."""
+    x = np.asarray(x, float)
+    if ACCURACY_FILE.exists():
+        case = json.loads(ACCURACY_FILE.read_text()).get(act)
+        if case and case["x"] == x.tolist() and [case["w_std"], case["b_std"]] == [w_std, b_std]:
+            return np.asarray(case["ntk"]), f"stored in {ACCURACY_FILE.name}"
+    return ref_ntk_matrix(act, 1, x, w_std, b_std), "computed"
+
+
+def main_accuracy(acts: list[str]) -> None:
+    """Write ``results/accuracy_reference.json``: the accuracy row's reference for ``acts``."""
+    import workloads as W  # the benchmark's inputs and variances (this folder)
+
+    warnings.simplefilter("ignore")
+    x = W.accuracy_inputs()
+    data = json.loads(ACCURACY_FILE.read_text()) if ACCURACY_FILE.exists() else {}
+    for act in acts:
+        ntk = ref_ntk_matrix(act, 1, x, W.ACC_W_STD, W.ACC_B_STD)
+        data[act] = dict(x=x.tolist(), w_std=W.ACC_W_STD, b_std=W.ACC_B_STD, ntk=ntk.tolist())
+        print(act, "done", flush=True)
+    ACCURACY_FILE.write_text(json.dumps(data, indent=1) + "\n")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["accuracy"]:
+    main_accuracy(sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"])
+elif __name__ == "__main__" and sys.argv[1:2] == ["deep"]:
+    main_deep(
+        Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json",
+        sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"],
+    )
+elif __name__ == "__main__":
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json"
+    )

@@ -127,7 +127,7 @@ def accuracy_rows(records: list[dict], outdir: Path) -> list[dict]:
         rs = {r["impl"]: r for r in records if r["bench"] == "accuracy" and r["activation"] == act}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = G.ref_ntk_matrix(act, 1, W.accuracy_inputs(), W.ACC_W_STD, W.ACC_B_STD)
+            ref, origin = G.accuracy_reference(act, W.accuracy_inputs(), W.ACC_W_STD, W.ACC_B_STD)
         scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
         errs = {}
         for tag in ("gauss-kronrod", "gauss-hermite", "nt"):
@@ -153,7 +153,7 @@ def accuracy_rows(records: list[dict], outdir: Path) -> list[dict]:
                 seconds_per_layer=new and new["seconds_per_layer"],
                 hermite_seconds_per_layer=old and old["seconds_per_layer"],
                 timing=new and new["timing"],
-                note="max |K - ref| / sqrt(K(x,x) K(x',x')) vs nested adaptive quadrature: "
+                note=f"max |K - ref| / sqrt(K(x,x) K(x',x')) vs nested adaptive quadrature ({origin}): "
                 + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
                 + (f"; time per layer ({new['timing']})" if new else ""),
             )
