@@ -210,22 +210,27 @@ def accuracy_reference(act: str, x, w_std: float, b_std: float) -> tuple[np.ndar
     return ref_ntk_matrix(act, 1, x, w_std, b_std), "computed"
 
 
-def main_accuracy(acts: list[str]) -> None:
-    """Write ``results/accuracy_reference.json``: the accuracy row's reference for ``acts``."""
-    import workloads as W  # the benchmark's inputs and variances (this folder)
-
+def main_accuracy(acts: list[str], x: np.ndarray, w_std: float, b_std: float) -> None:
+    """Write ``results/accuracy_reference.json``: the accuracy row's reference for ``acts`` on
+    the inputs ``x`` (rows) with the variances ``w_std``, ``b_std`` (the benchmark's)."""
     warnings.simplefilter("ignore")
-    x = W.accuracy_inputs()
     data = json.loads(ACCURACY_FILE.read_text()) if ACCURACY_FILE.exists() else {}
     for act in acts:
-        ntk = ref_ntk_matrix(act, 1, x, W.ACC_W_STD, W.ACC_B_STD)
-        data[act] = dict(x=x.tolist(), w_std=W.ACC_W_STD, b_std=W.ACC_B_STD, ntk=ntk.tolist())
+        ntk = ref_ntk_matrix(act, 1, x, w_std, b_std)
+        data[act] = dict(x=x.tolist(), w_std=w_std, b_std=b_std, ntk=ntk.tolist())
         print(act, "done", flush=True)
     ACCURACY_FILE.write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["accuracy"]:
-    main_accuracy(sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"])
+    import workloads as W  # the benchmark's inputs and variances (this folder)
+
+    main_accuracy(
+        sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"],
+        W.accuracy_inputs(),
+        W.ACC_W_STD,
+        W.ACC_B_STD,
+    )
 elif __name__ == "__main__" and sys.argv[1:2] == ["deep"]:
     main_deep(
         Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json",
