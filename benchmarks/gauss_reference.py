@@ -1,8 +1,9 @@
 """Independent float64 references for the Gaussian expectations of the kernel maps, by nested
 adaptive quadrature (SciPy's QUADPACK, relative tolerance 1e-13), and the script that writes
 ``tests/data/gaussian_references.json`` (``python benchmarks/gauss_reference.py``, ~20 min on 2 cores;
-``python benchmarks/gauss_reference.py deep tanh,gelu`` adds the depth-100 networks at relative
-tolerance 1e-13 with depths 1 and 3, each deep one with its stated error, see :func:`ref_deep`;
+``python benchmarks/gauss_reference.py deep tanh,gelu 10,100`` adds the depth-10 and depth-100
+networks at relative tolerance 1e-13 with depths 1 and 3, each deep one with its stated error,
+see :func:`ref_deep`;
 ``python benchmarks/gauss_reference.py accuracy`` writes the benchmark's accuracy-row reference,
 see :func:`accuracy_reference`).
 
@@ -131,17 +132,18 @@ def ref_deep(act: str, depth: int = 100) -> dict:
     return {**fine, "error": error}
 
 
-def main_deep(path: Path, acts: list[str]) -> None:
-    """Add the network references at depths 1, 3 and 100 (this one with its stated error) of
-    ``acts`` to ``path``."""
+def main_deep(path: Path, acts: list[str], depths: list[int]) -> None:
+    """Add the network references at depths 1 and 3, and at each of ``depths`` with its stated
+    error (:func:`ref_deep`), of ``acts`` to ``path``."""
     warnings.simplefilter("ignore")
     for act in acts:
-        shallow = {str(d): ref_ntk(act, d) for d in (1, 3)}
-        ref = ref_deep(act)
+        refs = {str(d): ref_ntk(act, d) for d in (1, 3)}
+        for depth in depths:
+            refs[str(depth)] = ref_deep(act, depth)
+            print(act, f"depth {depth} done; stated error", refs[str(depth)]["error"], flush=True)
         data = json.loads(path.read_text())
-        data[act]["networks"].update(shallow | {"100": ref})
+        data[act]["networks"].update(refs)
         path.write_text(json.dumps(data, indent=1))
-        print(act, "depth 100 done; stated error", ref["error"], flush=True)
 
 
 def main(path: Path) -> None:
@@ -235,6 +237,7 @@ elif __name__ == "__main__" and sys.argv[1:2] == ["deep"]:
     main_deep(
         Path(__file__).parents[1] / "tests" / "data" / "gaussian_references.json",
         sys.argv[2].split(",") if len(sys.argv) > 2 else ["tanh", "gelu"],
+        [int(d) for d in sys.argv[3].split(",")] if len(sys.argv) > 3 else [100],
     )
 elif __name__ == "__main__":
     main(
