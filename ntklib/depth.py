@@ -2,9 +2,11 @@
 
 What a chapter on depth needs beyond :func:`ntklib.infinite.kernels`:
 
-* :func:`resnet_kernels`, the infinite-width NNGP and NTK of the residual network of the
-  paper's eq. (11), ``y^l = y^{l-1} + (sigma_w / sqrt n) W^l phi(y^{l-1}) + sigma_b b^l``
-  (NTK parameterization), by a ``lax.scan`` over layers;
+* :func:`~ntklib.infinite.resnet_kernels` (also ``ntklib.depth.resnet_kernels``), the
+  infinite-width NNGP and NTK of the residual network of the paper's eq. (11),
+  ``y^l = y^{l-1} + (sigma_w / sqrt n) W^l phi(y^{l-1}) + sigma_b b^l`` (NTK
+  parameterization), by the engine of :func:`~ntklib.infinite.kernels` with the residual
+  block's layer;
 * the large-depth limits and rates that the chapter derives from the recursions and checks
   against them (:func:`eoc_limit`, :func:`ordered_rate`, :func:`chaotic_rate`);
 * Gram-matrix diagnostics (:func:`correlation`, :func:`gram_spectrum`), inputs whose every
@@ -40,133 +42,17 @@ f'(c_l) Theta^l``, because ``sigma_w^2 Vd = f'`` at variance ``q*``.
 from __future__ import annotations
 
 import math
-from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from ntklib import _checks, eoc
-from ntklib.activations import HOMOGENEOUS, get_activation
-from ntklib.kernel_maps import kernel_map
+from ntklib import eoc
+from ntklib.activations import get_activation
+from ntklib.infinite import ResNetKernels, resnet_kernels  # noqa: F401  (the chapter's name)
 
 RELU_LIKE = ("relu",)  # activations treated as piecewise linear in the rates below
-
-
-class ResNetKernels(NamedTuple):
-    """NNGP and NTK from :func:`resnet_kernels`, divided by ``exp(log_scale)``.
-
-    The kernels of a deep ReLU ResNet overflow float64 at large depth (without biases the NNGP
-    grows like ``(1 + w^2 / 2)^l``: past float64's range after about 1,000 layers at
-    ``w_std = sqrt 2``); their ratios do not. The kernels are ``nngp * exp(log_scale)`` and
-    ``ntk * exp(log_scale)``.
-
-    Attributes:
-        nngp: ``Sigma^depth(x1_i, x2_j) / exp(log_scale)``, shape (B1, B2); with
-            ``all_layers=True`` ``Sigma^l / exp(log_scale_l)`` for ``l = 1..depth`` stacked,
-            shape (depth, B1, B2).
-        ntk: ``Theta^depth(x1_i, x2_j) / exp(log_scale)``, the same shapes.
-        log_scale: the log of the common scale, a scalar (shape (depth,) with
-            ``all_layers=True``); 0 for activations that are not positively homogeneous and
-            for the first layer.
-    """
-
-    nngp: jax.Array
-    ntk: jax.Array
-    log_scale: jax.Array
-
-
-@partial(jax.jit, static_argnames=("depth", "activation", "method", "n_quad", "all_layers"))
-def resnet_kernels(
-    x1: jax.Array,
-    x2: jax.Array | None = None,
-    *,
-    depth: int,
-    activation: str = "relu",
-    w_std: float = 1.0,
-    b_std: float = 0.0,
-    method: str = "auto",
-    n_quad: int = 64,
-    all_layers: bool = False,
-) -> ResNetKernels:
-    """Infinite-width NNGP and NTK of one coordinate of ``y^depth`` of the residual network
-
-        y^1 = (w / sqrt n_0) W^1 x + b b^1,
-        y^l = y^{l-1} + (w / sqrt n) W^l phi(y^{l-1}) + b b^l,      l = 2..depth,
-
-    (Hayou et al. 2019, eq. (11), in NTK parameterization). The residual branch has mean zero
-    given ``y^{l-1}`` (``W^l`` is fresh), so it is uncorrelated with ``y^{l-1}`` and
-
-        Sigma^l = Sigma^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
-        Theta^l = (1 + w^2 Vd(Sigma^{l-1})) Theta^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
-
-    ``Sigma^1 = Theta^1 = w^2 <x, x'> / n_0 + b^2``, by one ``lax.scan`` step per layer
-    ``l = 2..depth``. For a positively homogeneous activation (ReLU, identity) every such
-    layer divides both kernels by the mean of the NNGP diagonal ``Sigma^l(x1_i, x1_i)`` and
-    adds its log to ``log_scale`` (exact: the maps commute with the scaling, and the bias
-    variance is carried in the same units); other activations keep ``log_scale = 0``, and
-    their kernels grow with depth.
-
-    Arguments:
-        x1: inputs, shape (B1, n_0); the kernels have its dtype (use float64).
-        x2: inputs, shape (B2, n_0), default ``None`` (``x2 = x1``, the diagonal of
-            ``Sigma^1`` set to the inputs' variances exactly).
-        depth: the number of layers ``depth``, an int ``>= 1`` (keyword-only, no default):
-            the input layer, then ``depth - 1`` residual blocks; no read-out layer.
-        activation: name of the nonlinearity (see :mod:`ntklib.activations`), default
-            ``"relu"``.
-        w_std: weight scale ``sigma_w`` (the ``w`` of the recursion), default 1.0.
-        b_std: bias scale ``sigma_b`` (the ``b`` of the recursion), default 0.0.
-        method: the kernel map (:func:`ntklib.kernel_maps.kernel_map`), default ``"auto"``:
-            the closed form where there is one (relu, erf, identity), else
-            :class:`~ntklib.kernel_maps.GaussKronrodMap`; ``"closed"``, ``"kronrod"``,
-            ``"hermite"`` (or ``"quadrature"``) as there.
-        n_quad: Gauss-Hermite nodes per dimension, for ``method="hermite"`` only, default 64.
-        all_layers: return every layer ``l = 1..depth`` stacked on a leading axis, default
-            ``False`` (the last layer only).
-
-    Returns:
-        A :class:`ResNetKernels` ``(nngp, ntk, log_scale)``.
-    """
-    _checks.integer("depth", depth)
-    kmap = kernel_map(activation, method, n_quad)
-    rescale = activation in HOMOGENEOUS
-    symmetric = x2 is None
-    x2 = x1 if symmetric else x2
-    n0 = x1.shape[-1]
-    w2, b2 = jnp.square(w_std), jnp.square(b_std)
-    s12 = w2 * (x1 @ x2.T) / n0 + b2
-    q1 = (w2 * jnp.sum(x1**2, -1) / n0 + b2)[:, None]
-    q2 = (w2 * jnp.sum(x2**2, -1) / n0 + b2)[None, :]
-    if symmetric:
-        s12 = s12.at[jnp.diag_indices(s12.shape[0])].set(q1[:, 0])
-        q2 = q1.T
-
-    def step(carry, _):
-        s12, q1, q2, t12, logs = carry
-        b2_here = b2 * jnp.exp(-logs)  # the bias variance in the current units
-        v, vd = kmap(s12, q1, q2)
-        s_new = s12 + w2 * v + b2_here
-        t_new = (1.0 + w2 * vd) * t12 + w2 * v + b2_here
-        q1_new = q1 + w2 * kmap(q1, q1, q1)[0] + b2_here
-        q2_new = q2 + w2 * kmap(q2, q2, q2)[0] + b2_here
-        m = jnp.mean(q1_new) if rescale else jnp.ones((), s12.dtype)
-        new = (s_new / m, q1_new / m, q2_new / m, t_new / m, logs + jnp.log(m))
-        return new, (new[0], new[3], new[4])
-
-    init = (s12, q1, q2, s12, jnp.zeros((), s12.dtype))
-    (s_out, _, _, t_out, l_out), (s_all, t_all, l_all) = jax.lax.scan(
-        step, init, None, length=depth - 1
-    )
-    if all_layers:
-        return ResNetKernels(
-            jnp.concatenate([s12[None], s_all]),
-            jnp.concatenate([s12[None], t_all]),
-            jnp.concatenate([jnp.zeros((1,), l_all.dtype), l_all]),
-        )
-    return ResNetKernels(s_out, t_out, l_out)
 
 
 def correlation(k: jax.Array) -> jax.Array:

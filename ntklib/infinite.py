@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntklib import _checks, trig
+from ntklib.activations import HOMOGENEOUS
 from ntklib.kernel_maps import GaussKronrodMap, error_estimate, kernel_map, relu_map
 from ntklib.mlp import MLP
 
@@ -232,11 +233,7 @@ def kernels(
     """
     depth, activation, w_std, b_std = _description(net, depth, activation, w_std, b_std)
     _checks.integer("depth", depth)
-    _inputs("x1", x1)
-    if x2 is not None:
-        _inputs("x2", x2)
-        if x2.shape[1] != x1.shape[1]:
-            raise ValueError(f"x1 and x2 need the same features: shapes {x1.shape} and {x2.shape}")
+    _batches(x1, x2)
     want_error = return_error or rtol is not None
     if want_error and all_layers:
         raise ValueError("return_error and rtol estimate the last layer only: all_layers=False")
@@ -288,6 +285,128 @@ def kernels(
                 stacklevel=2,
             )
     return (k, err) if return_error else k
+
+
+class ResNetKernels(NamedTuple):
+    """NNGP and NTK from :func:`resnet_kernels`, divided by ``exp(log_scale)``.
+
+    The kernels of a deep ReLU ResNet overflow float64 at large depth (without biases the NNGP
+    grows like ``(1 + w^2 / 2)^l``: past float64's range after about 1,000 layers at
+    ``w_std = sqrt 2``); their ratios do not. The kernels are ``nngp * exp(log_scale)`` and
+    ``ntk * exp(log_scale)``.
+
+    Attributes:
+        nngp: ``Sigma^depth(x1_i, x2_j) / exp(log_scale)``, shape (B1, B2); with
+            ``all_layers=True`` ``Sigma^l / exp(log_scale_l)`` for ``l = 1..depth`` stacked,
+            shape (depth, B1, B2).
+        ntk: ``Theta^depth(x1_i, x2_j) / exp(log_scale)``, the same shapes.
+        log_scale: the log of the common scale, a scalar (shape (depth,) with
+            ``all_layers=True``); 0 for activations that are not positively homogeneous and
+            for the first layer.
+    """
+
+    nngp: jax.Array
+    ntk: jax.Array
+    log_scale: jax.Array
+
+
+def resnet_kernels(
+    x1: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    depth: int,
+    activation: str = "relu",
+    w_std: float = 1.0,
+    b_std: float = 0.0,
+    method: str = "auto",
+    n_quad: int = 64,
+    all_layers: bool = False,
+    return_error: bool = False,
+) -> ResNetKernels | tuple[ResNetKernels, Kernels]:
+    """Infinite-width NNGP and NTK of one coordinate of ``y^depth`` of the residual network
+
+        y^1 = (w / sqrt n_0) W^1 x + b b^1,
+        y^l = y^{l-1} + (w / sqrt n) W^l phi(y^{l-1}) + b b^l,      l = 2..depth,
+
+    (Hayou et al. 2019, eq. (11), in NTK parameterization). The residual branch has mean zero
+    given ``y^{l-1}`` (``W^l`` is fresh), so it is uncorrelated with ``y^{l-1}`` and
+
+        Sigma^l = Sigma^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
+        Theta^l = (1 + w^2 Vd(Sigma^{l-1})) Theta^{l-1} + w^2 V(Sigma^{l-1}) + b^2,
+
+    ``Sigma^1 = Theta^1 = w^2 <x, x'> / n_0 + b^2``, by one ``lax.scan`` step per layer
+    ``l = 2..depth``: the engine of :func:`kernels` with the residual block's layer, so one
+    batch recurses on its upper triangle, a quadrature map shares each row's work with bounded
+    memory, and the error estimate, the overflow and range warnings and the refusals are
+    :func:`kernels`'. For a positively homogeneous activation (ReLU, identity) every such
+    layer divides both kernels by the mean of the NNGP diagonal ``Sigma^l(x1_i, x1_i)`` and
+    adds its log to ``log_scale`` (exact: the maps commute with the scaling, and the bias
+    variance is carried in the same units); other activations keep ``log_scale = 0``, and
+    their kernels grow with depth.
+
+    Arguments:
+        x1: inputs, shape (B1, n_0); the kernels have its dtype (use float64).
+        x2: inputs, shape (B2, n_0), default ``None`` (``x2 = x1``, the diagonal of
+            ``Sigma^1`` set to the inputs' variances exactly).
+        depth: the number of layers ``depth``, an int ``>= 1`` (keyword-only, no default):
+            the input layer, then ``depth - 1`` residual blocks; no read-out layer.
+        activation: name of the nonlinearity (see :mod:`ntklib.activations`), default
+            ``"relu"``.
+        w_std: weight scale ``sigma_w`` (the ``w`` of the recursion), default 1.0.
+        b_std: bias scale ``sigma_b`` (the ``b`` of the recursion), default 0.0.
+        method: the kernel map (:func:`ntklib.kernel_maps.kernel_map`), default ``"auto"``:
+            the closed form where there is one (relu, erf, identity), else
+            :class:`~ntklib.kernel_maps.GaussKronrodMap`; ``"closed"``, ``"kronrod"``,
+            ``"hermite"`` (or ``"quadrature"``) as there.
+        n_quad: Gauss-Hermite nodes per dimension, for ``method="hermite"`` only, default 64.
+        all_layers: return every layer ``l = 1..depth`` stacked on a leading axis, default
+            ``False`` (the last layer only); not with ``return_error`` (``ValueError``).
+        return_error: also return error estimates, default ``False``: a :class:`Kernels` of
+            estimates of each entry's error in the units of ``nngp`` and ``ntk``, as
+            :func:`kernels` computes them; not with the Gauss-Hermite rule (``ValueError``).
+
+    Returns:
+        A :class:`ResNetKernels` ``(nngp, ntk, log_scale)``; with ``return_error=True`` the
+        pair ``(kernels, errors)``.
+    """
+    _checks.integer("depth", depth)
+    _batches(x1, x2)
+    if return_error and all_layers:
+        raise ValueError("return_error estimates the last layer only: all_layers=False")
+    if return_error and method in ("hermite", "quadrature"):
+        raise ValueError(
+            "the Gauss-Hermite rule has no error estimate: use method='auto' or 'kronrod'"
+        )
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    _checks.fits(
+        f"resnet_kernels({activation!r}) of {x1.shape[0]} x {n2} inputs at depth {depth}"
+        + (" with all_layers" if all_layers else ""),
+        (4 if return_error else 2)
+        * (depth if all_layers else 1)
+        * x1.shape[0]
+        * n2
+        * jnp.dtype(jnp.result_type(x1)).itemsize,
+    )
+    args = dict(
+        depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
+    )
+    out, q_range = _kernels(
+        x1, x2, **args, all_layers=all_layers, with_error=return_error, residual=True
+    )
+    _say_range(q_range, args)
+    if return_error:
+        k, err, _ = out
+        return ResNetKernels(*k), err
+    return ResNetKernels(*out)
+
+
+def _batches(x1, x2) -> None:
+    """``x1`` (and ``x2``, if given) batches of inputs with the same features."""
+    _inputs("x1", x1)
+    if x2 is not None:
+        _inputs("x2", x2)
+        if x2.shape[1] != x1.shape[1]:
+            raise ValueError(f"x1 and x2 need the same features: shapes {x1.shape} and {x2.shape}")
 
 
 def _inputs(name: str, x) -> None:
@@ -363,7 +482,15 @@ def _say_overflow(k, x1, x2, net: dict, all_layers: bool) -> None:
 
 @partial(
     jax.jit,
-    static_argnames=("depth", "activation", "method", "n_quad", "all_layers", "with_error"),
+    static_argnames=(
+        "depth",
+        "activation",
+        "method",
+        "n_quad",
+        "all_layers",
+        "with_error",
+        "residual",
+    ),
 )
 def _kernels(
     x1: jax.Array,
@@ -377,13 +504,18 @@ def _kernels(
     n_quad: int = 64,
     all_layers: bool = False,
     with_error: bool = False,
+    residual: bool = False,
 ):
-    """The jitted recursion behind :func:`kernels` (same arguments): ``(out, q_range)``,
-    ``out`` the kernels (with ``with_error``: ``(kernels, errors, scales)``, errors and scales
-    as :class:`Kernels`) and ``q_range`` the extreme variances ``(q_min, q_max)`` that entered
-    a quadrature map (``None`` for a closed form, exact at any variance)."""
+    """The jitted recursion behind :func:`kernels` and :func:`resnet_kernels` (same
+    arguments): ``(out, q_range)``, ``out`` the kernels (with ``with_error``: ``(kernels,
+    errors, scales)``, errors and scales as :class:`Kernels`) and ``q_range`` the extreme
+    variances ``(q_min, q_max)`` that entered a quadrature map (``None`` for a closed form,
+    exact at any variance). With ``residual`` the layer is the residual block's and ``depth -
+    1`` of them follow the input layer; ``out`` is ``(nngp, ntk, log_scale)``, rescaled as
+    :class:`ResNetKernels` says for a positively homogeneous activation."""
     kmap = kernel_map(activation, method, n_quad)
     quad = isinstance(kmap, GaussKronrodMap)
+    rescale = residual and activation in HOMOGENEOUS
     gauss_run = with_error and quad  # closed forms: no second recursion, rounding only
     symmetric = x2 is None
     x2 = x1 if symmetric else x2
@@ -421,7 +553,8 @@ def _kernels(
         def unpack(s):
             return s
 
-    angle = kmap is relu_map  # ReLU in closed form: carry the determinant too (see _relu_pair)
+    # ReLU in closed form: carry the determinant too (see _relu_pair; the MLP's layer only)
+    angle = kmap is relu_map and not residual
 
     def diag(q, gauss=False):
         if quad:
@@ -444,24 +577,41 @@ def _kernels(
             full.at[off].set(vd).at[on].set(vdq1[i[on]]),
         )
 
-    def layer(s12, q1, q2, t12, tq1, tq2, gauss=False):
+    def block(s, t, v, vd, b2):
+        """``(Sigma, Theta)`` after the layer from ``(V, Vd)`` of the layer below: the MLP's
+        (module docstring) or, with ``residual``, the residual block's (:func:`resnet_kernels`)."""
+        if residual:
+            return s + w2 * v + b2, (1.0 + w2 * vd) * t + w2 * v + b2
+        s_new = w2 * v + b2
+        return s_new, s_new + w2 * vd * t
+
+    def layer(s12, q1, q2, t12, tq1, tq2, gauss=False, b2=b2):
         """One layer for pairs ``(s12, t12)`` and both rows' diagonals ``(q, tq)``."""
         vq1, vdq1 = diag(q1, gauss)
         v, vd = entries(s12, q1, q2, vq1, vdq1, gauss)
-        s_new = w2 * v + b2
-        t_new = s_new + w2 * vd * t12
-        q1_new, tq1_new = w2 * vq1 + b2, w2 * vq1 + b2 + w2 * vdq1 * tq1
+        s_new, t_new = block(s12, t12, v, vd, b2)
+        q1_new, tq1_new = block(q1, tq1, vq1, vdq1, b2)
         if symmetric:
             q2_new, tq2_new = q1_new, tq1_new
         else:
             vq2, vdq2 = diag(q2, gauss)
-            q2_new, tq2_new = w2 * vq2 + b2, w2 * vq2 + b2 + w2 * vdq2 * tq2
+            q2_new, tq2_new = block(q2, tq2, vq2, vdq2, b2)
         return s_new, q1_new, q2_new, t_new, tq1_new, tq2_new
 
     def step(carry, _):
-        s12, det, q1, q2, t12, tq1, tq2, gcarry, (qlo, qhi) = carry
+        s12, det, q1, q2, t12, tq1, tq2, gcarry, (qlo, qhi), logs = carry
         qlo = jnp.minimum(qlo, jnp.minimum(jnp.min(q1), jnp.min(q2)))  # what enters the map
         qhi = jnp.maximum(qhi, jnp.maximum(jnp.max(q1), jnp.max(q2)))
+        if residual:  # the bias variance in the current units (rescale below)
+            b2_here = b2 * jnp.exp(-logs)
+            new = layer(s12, q1, q2, t12, tq1, tq2, b2=b2_here)
+            m = jnp.mean(new[1]) if rescale else jnp.ones((), s12.dtype)
+            s_new, q1_new, q2_new, t_new, tq1_new, tq2_new = (a / m for a in new)
+            logs = logs + jnp.log(m)
+            if gauss_run:  # not rescaled: a quadrature map is for a non-homogeneous activation
+                gcarry = layer(*gcarry, gauss=True, b2=b2_here)
+            new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi), logs)
+            return new, ((s_new, t_new, logs) if all_layers else None)
         if angle:
             v, vd, det = _relu_pair(s12, det, *pair(q1, q2), w2, b2)
             s_new = w2 * v + b2
@@ -473,7 +623,7 @@ def _kernels(
             s_new, q1_new, q2_new, t_new, tq1_new, tq2_new = layer(s12, q1, q2, t12, tq1, tq2)
         if gauss_run:
             gcarry = layer(*gcarry, gauss=True)
-        new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi))
+        new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi), logs)
         return new, ((s_new, t_new) if all_layers else None)
 
     if angle:
@@ -484,11 +634,21 @@ def _kernels(
         det = jnp.zeros(())
     gcarry = (s12, q1, q2, s12, q1, q2) if gauss_run else ()
     q_range = (jnp.array(jnp.inf, s12.dtype), jnp.array(-jnp.inf, s12.dtype))
-    init = (s12, det, q1, q2, s12, q1, q2, gcarry, q_range)
-    (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range), per_layer = jax.lax.scan(
-        step, init, None, length=depth
+    logs = jnp.zeros((), s12.dtype)
+    init = (s12, det, q1, q2, s12, q1, q2, gcarry, q_range, logs)
+    (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range, logs), per_layer = (
+        jax.lax.scan(step, init, None, length=depth - 1 if residual else depth)
     )
     q_range = q_range if quad else None
+    if residual and not with_error:
+        if all_layers:
+            s_all, t_all, l_all = per_layer
+            return (
+                unpack(jnp.concatenate([s12[None], s_all])),
+                unpack(jnp.concatenate([s12[None], t_all])),
+                jnp.concatenate([jnp.zeros((1,), l_all.dtype), l_all]),
+            ), q_range
+        return (unpack(s_out), unpack(t_out), logs), q_range
     if with_error:
         sg, tg = (g_out[0], g_out[3]) if gauss_run else (s_out, t_out)
         scale_s = jnp.sqrt(jnp.multiply(*pair(q1_out, q2_out)))
@@ -498,7 +658,12 @@ def _kernels(
             unpack(error_estimate(jnp.abs(t_out - tg), scale_t)),
         )
         scales = Kernels(unpack(scale_s), unpack(scale_t))
-        return (Kernels(unpack(s_out), unpack(t_out)), err, scales), q_range
+        k = (
+            (unpack(s_out), unpack(t_out), logs)
+            if residual
+            else Kernels(unpack(s_out), unpack(t_out))
+        )
+        return (k, err, scales), q_range
     if all_layers:
         s_all, t_all = per_layer
         return Kernels(

@@ -75,6 +75,36 @@ def test_resnet_non_homogeneous_is_not_rescaled():
     np.testing.assert_allclose(r.ntk, r2.ntk, rtol=1e-9)
 
 
+def test_resnet_runs_on_the_mlp_engine_with_its_estimate_warnings_and_refusals():
+    """A quadrature activation: the residual recursion written out with the map itself on full
+    matrices, against the engine's packed triangle and shared rows; its error estimate (at the
+    rounding level here) and a variance outside the map's tested range said; the refusals."""
+    w, b, depth = 1.2, 0.3, 4
+    r, err = D.resnet_kernels(
+        X, depth=depth, activation="tanh", w_std=w, b_std=b, return_error=True
+    )
+    kmap = nl.kernel_maps.kernel_map("tanh")
+    s = w * w * X @ X.T / X.shape[1] + b * b
+    t = s
+    for _ in range(depth - 1):
+        q = jnp.diag(s)
+        v, vd = kmap(s, q[:, None], q[None, :])
+        s, t = s + w * w * v + b * b, (1 + w * w * vd) * t + w * w * v + b * b
+    assert float(r.log_scale) == 0.0
+    np.testing.assert_allclose(r.nngp, s, rtol=1e-13)
+    np.testing.assert_allclose(r.ntk, t, rtol=1e-13)
+    np.testing.assert_array_equal(r.ntk, r.ntk.T)  # one triangle, mirrored
+    assert float(jnp.max(err.ntk)) < 1e-12 * float(jnp.max(r.ntk))
+    with pytest.warns(nl.infinite.RangeWarning):
+        D.resnet_kernels(X, depth=60, activation="gelu", w_std=2.0)  # q grows past 1e3
+    with pytest.raises(ValueError, match="all_layers"):
+        D.resnet_kernels(X, depth=3, all_layers=True, return_error=True)
+    with pytest.raises(ValueError, match="Gauss-Hermite"):
+        D.resnet_kernels(X, depth=3, activation="tanh", method="hermite", return_error=True)
+    with pytest.raises(ValueError, match="same features"):
+        D.resnet_kernels(X, X[:, :2], depth=3)
+
+
 def _resnet_ntk_empirical(key, x, width, depth, w, b):
     n0 = x.shape[1]
     ks = jax.random.split(key, 2 * depth)
