@@ -130,7 +130,7 @@ def bench_accuracy(size, outdir):
     """neural-tangents on the accuracy row's inputs: tanh by ``ElementwiseNumerical`` (its
     Gauss-Hermite rule, deg 64), GELU by ``stax.Gelu(approximate=False)``."""
     x = jnp.asarray(W.accuracy_inputs())
-    for act, _depth, _batch in W.SIZES[size].get("accuracy", []):
+    for act, depth, batch in W.SIZES[size].get("accuracy", []):
         if act == "tanh":
             nonlin, impl = (
                 stax.ElementwiseNumerical(jnp.tanh, deg=64),
@@ -142,7 +142,22 @@ def bench_accuracy(size, outdir):
         _, _, kernel_fn = stax.serial(dense, nonlin, dense)
         k = np.asarray(kernel_fn(x, None, get="ntk"))
         np.save(W.result_file(outdir, "accuracy", (act,), "nt"), k)
-        W.emit(bench="accuracy", workload=W.accuracy_label(act), impl=impl, activation=act)
+        # the time per layer on ntklib's timing run (bench_ntklib.bench_accuracy): same depth,
+        # batch and variances
+        xb = jnp.asarray(W.inputs(batch, "float64"))
+        deep = stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD)
+        deep_fn = jax.jit(stax.serial(*[deep, nonlin] * depth, deep)[2], static_argnames="get")
+        entries = batch * (batch + 1) // 2
+        W.emit_timed(
+            lambda fn=deep_fn, xb=xb: fn(xb, None, get="ntk").block_until_ready(),
+            repeats=2,
+            per={"seconds_per_layer": depth, "seconds_per_entry_layer": depth * entries},
+            bench="accuracy",
+            workload=W.accuracy_label(act),
+            impl=impl,
+            activation=act,
+            timing=f"depth {depth}, batch {batch} ({entries} entries)",
+        )
 
 
 def main():

@@ -152,10 +152,16 @@ def accuracy_rows(records: list[dict], outdir: Path) -> list[dict]:
                 peer_impl=nt_impl,
                 seconds_per_layer=new and new["seconds_per_layer"],
                 hermite_seconds_per_layer=old and old["seconds_per_layer"],
+                peer_seconds_per_layer=rs.get(nt_impl, {}).get("seconds_per_layer"),
                 timing=new and new["timing"],
                 note=f"max |K - ref| / sqrt(K(x,x) K(x',x')) vs nested adaptive quadrature ({origin}): "
                 + ", ".join(f"{k} {v:.1e}" for k, v in errs.items())
-                + (f"; time per layer ({new['timing']})" if new else ""),
+                + (f"; time per layer ({new['timing']})" if new else "")
+                + (
+                    f"; {nt_impl} {rs[nt_impl]['seconds_per_layer']:.3g} s per layer"
+                    if nt_impl and "seconds_per_layer" in rs[nt_impl]
+                    else ""
+                ),
             )
         )
     return rows

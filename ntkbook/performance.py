@@ -44,7 +44,8 @@ def accuracy_report(root: Path, report: dict[str, Any] | None) -> dict[str, Any]
 
 def accuracy_table(report: dict[str, Any]) -> str:
     """Markdown: per activation, each implementation's largest error against the nested
-    adaptive quadrature, and the time per layer of both ntklib rules."""
+    adaptive quadrature, and the time per layer of both ntklib rules and of neural-tangents (its
+    own rule for the activation) on the same run."""
     rows = [r for r in report["rows"] if r["bench"] == "accuracy"]
     lines = [
         f"Measured {report['time']} on {report['machine']} (size `{report['size']}`). Error: the "
@@ -53,7 +54,7 @@ def accuracy_table(report: dict[str, Any]) -> str:
         "time: one layer of the recursion on the same batch.",
         "",
         "| activation | inputs | ntklib (Gauss–Kronrod) | ntklib, old 64-point Gauss–Hermite "
-        "| neural-tangents | time per layer: Gauss–Kronrod / Gauss–Hermite |",
+        "| neural-tangents | time per layer: Gauss–Kronrod / Gauss–Hermite / neural-tangents |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -65,7 +66,8 @@ def accuracy_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['activation']} | {cell(r['workload'])} | {fmt(r['ntklib_error'], '.1e')} "
             f"| {fmt(r['hermite_error'], '.1e')} | {peer} | {fmt(r['seconds_per_layer'])} s / "
-            f"{fmt(r['hermite_seconds_per_layer'])} s ({r['timing']}) |"
+            f"{fmt(r['hermite_seconds_per_layer'])} s / {fmt(r.get('peer_seconds_per_layer'))} s "
+            f"({r['timing']}) |"
         )
     return "\n".join(lines) + "\n"
 

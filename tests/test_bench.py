@@ -70,6 +70,10 @@ def test_benchmarks_run_and_agree_at_tiny_size(tmp_path):
         assert "(stored in accuracy_reference.json)" in r["note"], r["note"]
     if with_peer:
         assert acc["tanh"]["peer_error"] > 1e-3 and acc["gelu"]["peer_error"] < 1e-13
+        # the three timings of one run side by side: default map, Gauss-Hermite, the peer
+        for r in acc.values():
+            assert r["peer_seconds_per_layer"] > 0 and "s per layer" in r["note"], r
+            assert f"{r['peer_seconds_per_layer']:.3g} s" in page
 
 
 def _row(bench, workload, ntklib, peer, peer_seconds, agreement=None, **extra):
