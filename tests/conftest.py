@@ -202,5 +202,7 @@ def pytest_collection_modifyitems(config, items):
     """The throw-away books' groups (``xdist_group``) first: each is one worker's serial chain,
     the fast tier's longest (the book's about 150 s of 385 s alone on 2 cores, 450 s of 650 s
     beside the chapters in CI), so xdist starts them at once and spreads the short tests
-    around them, instead of starting a chain when the other worker is nearly done."""
+    around them. Where the CPU is the limit it changes nothing (CI on 2 cores, 0 % idle
+    throughout: 781 and 788 s before and after); with more workers than cores busy, the chain
+    is what ends the tier."""
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable

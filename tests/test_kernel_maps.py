@@ -70,10 +70,13 @@ def _network_entries(act):
 
 @pytest.mark.parametrize("act", sorted(REFS))
 def test_network_kernels_against_the_reference(act):
-    assert {"1", "3"} <= set(REFS[act]["networks"]), act  # an empty dict would test nothing
-    for depth, name, got, est, want, _ in _network_entries(act):
+    """Issue 28's accuracy: within 1e-12 of the kernel's scale sqrt(K(x,x) K(x',x')) at every
+    reference depth (1, 3, 10; 100 where stored), beyond the reference's own stated error
+    (largest measured: GELU's NTK at depth 100, 2.7e-13; the others below 2e-14)."""
+    assert {"1", "3", "10"} <= set(REFS[act]["networks"]), act  # an empty dict tests nothing
+    for depth, name, got, est, want, ref_err in _network_entries(act):
         scale = np.sqrt(want[0] * want[2])
-        assert np.max(np.abs(got - want)) / scale < 1e-10, (act, depth, name)
+        assert np.max((np.abs(got - want) - ref_err) / scale) < 1e-12, (act, depth, name)
         # the estimate is at most 1e-4 of the kernel (elu depth 3: 3e-13 of its scale)
         assert float(np.max(est)) < 1e-4 * float(np.max(got))
 
