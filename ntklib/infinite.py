@@ -480,23 +480,35 @@ def _say_overflow(k, x1, x2, net: dict, all_layers: bool) -> None:
     )
 
 
-@partial(
-    jax.jit,
-    static_argnames=(
-        "depth",
-        "activation",
-        "method",
-        "n_quad",
-        "all_layers",
-        "with_error",
-        "residual",
-    ),
-)
 def _kernels(
     x1: jax.Array,
     x2: jax.Array | None = None,
     *,
     depth: int,
+    all_layers: bool = False,
+    **kw,
+):
+    """The jitted recursion behind :func:`kernels` and :func:`resnet_kernels` (same
+    arguments, and ``with_error``, ``residual``): ``(out, q_range)``, ``out`` the kernels (with
+    ``with_error``: ``(kernels, errors, scales)``, errors and scales as :class:`Kernels`) and
+    ``q_range`` the extreme variances ``(q_min, q_max)`` that entered a quadrature map (``None``
+    for a closed form, exact at any variance). With ``residual`` the layer is the residual
+    block's and ``depth - 1`` of them follow the input layer; ``out`` is ``(nngp, ntk,
+    log_scale)``, rescaled as :class:`ResNetKernels` says for a positively homogeneous
+    activation. The number of layers is a traced argument, so one compiled program serves
+    every depth (a depth sweep compiles once), except with ``all_layers``, whose output's
+    shape is the depth's."""
+    steps = depth - 1 if kw.get("residual") else depth
+    if all_layers:
+        return _recursion_all_layers(x1, x2, steps, **kw)
+    return _recursion(x1, x2, jnp.asarray(steps, jnp.int32), **kw)
+
+
+def _recursion_impl(
+    x1: jax.Array,
+    x2: jax.Array | None,
+    steps,
+    *,
     activation: str = "relu",
     w_std: float = 1.0,
     b_std: float = 0.0,
@@ -506,13 +518,8 @@ def _kernels(
     with_error: bool = False,
     residual: bool = False,
 ):
-    """The jitted recursion behind :func:`kernels` and :func:`resnet_kernels` (same
-    arguments): ``(out, q_range)``, ``out`` the kernels (with ``with_error``: ``(kernels,
-    errors, scales)``, errors and scales as :class:`Kernels`) and ``q_range`` the extreme
-    variances ``(q_min, q_max)`` that entered a quadrature map (``None`` for a closed form,
-    exact at any variance). With ``residual`` the layer is the residual block's and ``depth -
-    1`` of them follow the input layer; ``out`` is ``(nngp, ntk, log_scale)``, rescaled as
-    :class:`ResNetKernels` says for a positively homogeneous activation."""
+    """:func:`_kernels` with ``steps`` layers after the input layer (a static int with
+    ``all_layers``, else traced)."""
     kmap = kernel_map(activation, method, n_quad)
     quad = isinstance(kmap, GaussKronrodMap)
     rescale = residual and activation in HOMOGENEOUS
@@ -636,9 +643,11 @@ def _kernels(
     q_range = (jnp.array(jnp.inf, s12.dtype), jnp.array(-jnp.inf, s12.dtype))
     logs = jnp.zeros((), s12.dtype)
     init = (s12, det, q1, q2, s12, q1, q2, gcarry, q_range, logs)
-    (s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range, logs), per_layer = (
-        jax.lax.scan(step, init, None, length=depth - 1 if residual else depth)
-    )
+    if all_layers:
+        carry, per_layer = jax.lax.scan(step, init, None, length=steps)
+    else:  # a traced number of layers: one program for every depth
+        carry = jax.lax.fori_loop(0, steps, lambda _, c: step(c, None)[0], init)
+    s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range, logs = carry
     q_range = q_range if quad else None
     if residual and not with_error:
         if all_layers:
@@ -670,3 +679,10 @@ def _kernels(
             unpack(jnp.concatenate([s12[None], s_all])), unpack(jnp.concatenate([s12[None], t_all]))
         ), q_range
     return Kernels(unpack(s_out), unpack(t_out)), q_range
+
+
+_STATIC = ("activation", "method", "n_quad", "with_error", "residual")
+_recursion = jax.jit(_recursion_impl, static_argnames=_STATIC)
+_recursion_all_layers = jax.jit(
+    partial(_recursion_impl, all_layers=True), static_argnames=("steps", *_STATIC)
+)
