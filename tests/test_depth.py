@@ -95,8 +95,8 @@ def test_resnet_runs_on_the_mlp_engine_with_its_estimate_warnings_and_refusals()
     np.testing.assert_allclose(r.ntk, t, rtol=1e-13)
     np.testing.assert_array_equal(r.ntk, r.ntk.T)  # one triangle, mirrored
     assert float(jnp.max(err.ntk)) < 1e-12 * float(jnp.max(r.ntk))
-    with pytest.warns(nl.infinite.RangeWarning):
-        D.resnet_kernels(X, depth=60, activation="gelu", w_std=2.0)  # q grows past 1e3
+    with pytest.warns(nl.infinite.RangeWarning):  # q grows by up to w^2 a block: past 1e3
+        D.resnet_kernels(X, depth=300, activation="tanh", w_std=2.0, b_std=b, return_error=True)
     with pytest.raises(ValueError, match="all_layers"):
         D.resnet_kernels(X, depth=3, all_layers=True, return_error=True)
     with pytest.raises(ValueError, match="Gauss-Hermite"):
