@@ -394,10 +394,9 @@ def resnet_kernels(
         x1, x2, **args, all_layers=all_layers, with_error=return_error, residual=True
     )
     _say_range(q_range, args)
-    if return_error:
-        k, err, _ = out
-        return ResNetKernels(*k), err
-    return ResNetKernels(*out)
+    k, err = (ResNetKernels(*out[0]), out[1]) if return_error else (ResNetKernels(*out), None)
+    _say_overflow(k, x1, x2, args, all_layers, residual=True)
+    return (k, err) if return_error else k
 
 
 def _batches(x1, x2) -> None:
@@ -462,19 +461,24 @@ class OverflowWarning(RuntimeWarning):
     """The recursion left the floating-point range (the kernel is infinite past some depth)."""
 
 
-def _say_overflow(k, x1, x2, net: dict, all_layers: bool) -> None:
+def _say_overflow(k, x1, x2, net: dict, all_layers: bool, residual: bool = False) -> None:
     """Warn, with the first layer whose kernel is not finite, when finite inputs gave a
     non-finite kernel ``k`` (found by rerunning :func:`_kernels` with the same ``net``
-    arguments and every layer, only in that case)."""
+    arguments and every layer, only in that case); ``residual`` for :func:`resnet_kernels`."""
     if isinstance(k.ntk, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(k.ntk))):
         return
-    layers = k if all_layers else _kernels(x1, x2, **net, all_layers=True, with_error=False)[0]
+    if all_layers:
+        layers = k
+    else:
+        out = _kernels(x1, x2, **net, all_layers=True, with_error=False, residual=residual)[0]
+        layers = ResNetKernels(*out) if residual else out
     finite = np.asarray(jnp.all(jnp.isfinite(layers.ntk) & jnp.isfinite(layers.nngp), axis=(1, 2)))
     first = int(np.argmin(finite))  # index 0 is layer 1 (the input layer's covariance)
+    name, last = ("resnet_kernels", net["depth"]) if residual else ("kernels", net["depth"] + 1)
     warnings.warn(
-        f"kernels({net['activation']!r}, w_std={net['w_std']}, b_std={net['b_std']}): the "
+        f"{name}({net['activation']!r}, w_std={net['w_std']}, b_std={net['b_std']}): the "
         f"recursion leaves the {jnp.result_type(x1)} range at layer l = {first + 1} of "
-        f"L + 1 = {net['depth'] + 1}: the kernel is infinite from there on",
+        f"{'' if residual else 'L + 1 = '}{last}: the kernel is infinite from there on",
         OverflowWarning,
         stacklevel=3,
     )
@@ -607,8 +611,9 @@ def _recursion_impl(
 
     def step(carry, _):
         s12, det, q1, q2, t12, tq1, tq2, gcarry, (qlo, qhi), logs = carry
-        qlo = jnp.minimum(qlo, jnp.minimum(jnp.min(q1), jnp.min(q2)))  # what enters the map
-        qhi = jnp.maximum(qhi, jnp.maximum(jnp.max(q1), jnp.max(q2)))
+        # what enters the map (fmin, fmax: a NaN past an overflow does not hide the range)
+        qlo = jnp.fmin(qlo, jnp.fmin(jnp.nanmin(q1), jnp.nanmin(q2)))
+        qhi = jnp.fmax(qhi, jnp.fmax(jnp.nanmax(q1), jnp.nanmax(q2)))
         if residual:  # the bias variance in the current units (rescale below)
             b2_here = b2 * jnp.exp(-logs)
             new = layer(s12, q1, q2, t12, tq1, tq2, b2=b2_here)

@@ -78,7 +78,8 @@ def test_resnet_non_homogeneous_is_not_rescaled():
 def test_resnet_runs_on_the_mlp_engine_with_its_estimate_warnings_and_refusals():
     """A quadrature activation: the residual recursion written out with the map itself on full
     matrices, against the engine's packed triangle and shared rows; its error estimate (at the
-    rounding level here) and a variance outside the map's tested range said; the refusals."""
+    rounding level here), a variance outside the map's tested range and an overflow said; the
+    refusals."""
     w, b, depth = 1.2, 0.3, 4
     r, err = D.resnet_kernels(
         X, depth=depth, activation="tanh", w_std=w, b_std=b, return_error=True
@@ -97,6 +98,12 @@ def test_resnet_runs_on_the_mlp_engine_with_its_estimate_warnings_and_refusals()
     assert float(jnp.max(err.ntk)) < 1e-12 * float(jnp.max(r.ntk))
     with pytest.warns(nl.infinite.RangeWarning):  # q grows by up to w^2 a block: past 1e3
         D.resnet_kernels(X, depth=300, activation="tanh", w_std=2.0, b_std=b, return_error=True)
+    # softplus: V(q) ~ q / 2 for large q, so q grows about 51-fold a block at w = 10
+    with pytest.warns(
+        nl.infinite.OverflowWarning, match=r"resnet_kernels.*at layer l = \d+ of 300"
+    ):
+        with pytest.warns(nl.infinite.RangeWarning):
+            D.resnet_kernels(X, depth=300, activation="softplus", w_std=10.0)
     with pytest.raises(ValueError, match="all_layers"):
         D.resnet_kernels(X, depth=3, all_layers=True, return_error=True)
     with pytest.raises(ValueError, match="Gauss-Hermite"):
