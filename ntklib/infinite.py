@@ -393,7 +393,7 @@ def resnet_kernels(
     out, q_range = _kernels(
         x1, x2, **args, all_layers=all_layers, with_error=return_error, residual=True
     )
-    _say_range(q_range, args)
+    _say_range(q_range, args, "resnet_kernels")
     k, err = (ResNetKernels(*out[0]), out[1]) if return_error else (ResNetKernels(*out), None)
     _say_overflow(k, x1, x2, args, all_layers, residual=True)
     return (k, err) if return_error else k
@@ -439,7 +439,7 @@ class RangeWarning(AccuracyWarning):
 TESTED_Q = (0.01, 1e3)  # GaussKronrodMap's tested variances (the kernel_maps docstring)
 
 
-def _say_range(q_range, net: dict) -> None:
+def _say_range(q_range, net: dict, name: str = "kernels") -> None:
     """Warn (:class:`RangeWarning`) when a quadrature map met a variance outside
     :data:`TESTED_Q` (a positive one below it, or one above it), outside a trace."""
     if q_range is None or isinstance(q_range[0], jax.core.Tracer):  # a closed form, or traced
@@ -447,7 +447,7 @@ def _say_range(q_range, net: dict) -> None:
     lo, hi = float(q_range[0]), float(q_range[1])
     if 0 < lo < TESTED_Q[0] or hi > TESTED_Q[1]:
         warnings.warn(
-            f"kernels({net['activation']!r}, depth {net['depth']}, w_std={net['w_std']}, "
+            f"{name}({net['activation']!r}, depth {net['depth']}, w_std={net['w_std']}, "
             f"b_std={net['b_std']}): the variances entering the activation's map span "
             f"[{lo:.3g}, {hi:.3g}], outside [{TESTED_Q[0]:g}, {TESTED_Q[1]:g}] where the "
             "Gauss-Kronrod map is tested against nested adaptive quadrature (about 1e-14 there); "

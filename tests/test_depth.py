@@ -98,12 +98,11 @@ def test_resnet_runs_on_the_mlp_engine_with_its_estimate_warnings_and_refusals()
     assert float(jnp.max(err.ntk)) < 1e-12 * float(jnp.max(r.ntk))
     with pytest.warns(nl.infinite.RangeWarning):  # q grows by up to w^2 a block: past 1e3
         D.resnet_kernels(X, depth=300, activation="tanh", w_std=2.0, b_std=b, return_error=True)
-    # softplus: V(q) ~ q / 2 for large q, so q grows about 51-fold a block at w = 10
-    with pytest.warns(
-        nl.infinite.OverflowWarning, match=r"resnet_kernels.*at layer l = \d+ of 300"
-    ):
-        with pytest.warns(nl.infinite.RangeWarning):
-            D.resnet_kernels(X, depth=300, activation="softplus", w_std=10.0)
+    # softplus: V(q) ~ q / 2 for large q, so q grows about w^2 / 2 = 5e11-fold a block at
+    # w = 1e6: past float64 at block 27 (at w = 10, block 180 of 300, but ten times the time)
+    with pytest.warns(nl.infinite.OverflowWarning, match=r"resnet_kernels.*layer l = 27 of 40"):
+        with pytest.warns(nl.infinite.RangeWarning, match="resnet_kernels"):
+            D.resnet_kernels(X, depth=40, activation="softplus", w_std=1e6)
     with pytest.raises(ValueError, match="all_layers"):
         D.resnet_kernels(X, depth=3, all_layers=True, return_error=True)
     with pytest.raises(ValueError, match="Gauss-Hermite"):
