@@ -233,15 +233,8 @@ def kernels(
     """
     depth, activation, w_std, b_std = _description(net, depth, activation, w_std, b_std)
     _checks.integer("depth", depth)
-    _batches(x1, x2)
     want_error = return_error or rtol is not None
-    if want_error and all_layers:
-        raise ValueError("return_error and rtol estimate the last layer only: all_layers=False")
-    if want_error and method in ("hermite", "quadrature"):
-        raise ValueError(
-            "the Gauss-Hermite rule has no error estimate (and is not accurate at large "
-            "variances): use method='auto' or 'kronrod' with return_error or rtol"
-        )
+    _refuse(x1, x2, method, all_layers, want_error, rtol=True)
     if rtol is not None:
         eps = float(jnp.finfo(jnp.result_type(x1)).eps)
         if not (isinstance(rtol, int | float) and not isinstance(rtol, bool) and rtol > 0):
@@ -251,14 +244,7 @@ def kernels(
                 f"rtol = {rtol:g} cannot be reached in {jnp.result_type(x1)} (rounding alone "
                 f"is about {100 * eps:.1e} relative after a few layers)"
             )
-    n2 = x1.shape[0] if x2 is None else x2.shape[0]
-    itemsize = jnp.dtype(jnp.result_type(x1)).itemsize
-    layers = depth + 1 if all_layers else 1
-    _checks.fits(  # the output: NNGP and NTK (and their errors), every layer kept if asked
-        f"kernels({activation!r}) of {x1.shape[0]} x {n2} inputs at depth {depth}"
-        + (" with all_layers" if all_layers else ""),
-        (4 if want_error else 2) * layers * x1.shape[0] * n2 * itemsize,
-    )
+    _fits("kernels", activation, x1, x2, depth, depth + 1, all_layers, want_error)
     args = dict(
         depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )
@@ -370,23 +356,8 @@ def resnet_kernels(
         pair ``(kernels, errors)``.
     """
     _checks.integer("depth", depth)
-    _batches(x1, x2)
-    if return_error and all_layers:
-        raise ValueError("return_error estimates the last layer only: all_layers=False")
-    if return_error and method in ("hermite", "quadrature"):
-        raise ValueError(
-            "the Gauss-Hermite rule has no error estimate: use method='auto' or 'kronrod'"
-        )
-    n2 = x1.shape[0] if x2 is None else x2.shape[0]
-    _checks.fits(
-        f"resnet_kernels({activation!r}) of {x1.shape[0]} x {n2} inputs at depth {depth}"
-        + (" with all_layers" if all_layers else ""),
-        (4 if return_error else 2)
-        * (depth if all_layers else 1)
-        * x1.shape[0]
-        * n2
-        * jnp.dtype(jnp.result_type(x1)).itemsize,
-    )
+    _refuse(x1, x2, method, all_layers, return_error)
+    _fits("resnet_kernels", activation, x1, x2, depth, depth, all_layers, return_error)
     args = dict(
         depth=depth, activation=activation, w_std=w_std, b_std=b_std, method=method, n_quad=n_quad
     )
@@ -399,13 +370,41 @@ def resnet_kernels(
     return (k, err) if return_error else k
 
 
-def _batches(x1, x2) -> None:
-    """``x1`` (and ``x2``, if given) batches of inputs with the same features."""
+def _refuse(x1, x2, method: str, all_layers: bool, want_error: bool, rtol: bool = False) -> None:
+    """The refusals :func:`kernels` and :func:`resnet_kernels` share, before any compute: the
+    inputs (batches with the same features), and an error estimate asked of every layer or of
+    the Gauss-Hermite rule; ``rtol``: the caller also takes ``rtol``, which the messages name."""
     _inputs("x1", x1)
     if x2 is not None:
         _inputs("x2", x2)
         if x2.shape[1] != x1.shape[1]:
             raise ValueError(f"x1 and x2 need the same features: shapes {x1.shape} and {x2.shape}")
+    if want_error and all_layers:
+        asked = "return_error and rtol estimate" if rtol else "return_error estimates"
+        raise ValueError(f"{asked} the last layer only: all_layers=False")
+    if want_error and method in ("hermite", "quadrature"):
+        raise ValueError(
+            "the Gauss-Hermite rule has no error estimate (and is not accurate at large "
+            "variances): use method='auto' or 'kronrod' with return_error"
+            + (" or rtol" if rtol else "")
+        )
+
+
+def _fits(
+    name: str, activation: str, x1, x2, depth: int, layers: int, all_layers: bool, want_error: bool
+) -> None:
+    """Refuse an output that will not fit in memory: NNGP and NTK (and their errors), each of
+    ``layers`` layers with ``all_layers``, else the last."""
+    n2 = x1.shape[0] if x2 is None else x2.shape[0]
+    _checks.fits(
+        f"{name}({activation!r}) of {x1.shape[0]} x {n2} inputs at depth {depth}"
+        + (" with all_layers" if all_layers else ""),
+        (4 if want_error else 2)
+        * (layers if all_layers else 1)
+        * x1.shape[0]
+        * n2
+        * jnp.dtype(jnp.result_type(x1)).itemsize,
+    )
 
 
 def _inputs(name: str, x) -> None:
@@ -614,17 +613,13 @@ def _recursion_impl(
         # what enters the map (fmin, fmax: a NaN past an overflow does not hide the range)
         qlo = jnp.fmin(qlo, jnp.fmin(jnp.nanmin(q1), jnp.nanmin(q2)))
         qhi = jnp.fmax(qhi, jnp.fmax(jnp.nanmax(q1), jnp.nanmax(q2)))
-        if residual:  # the bias variance in the current units (rescale below)
-            b2_here = b2 * jnp.exp(-logs)
+        b2_here = b2 * jnp.exp(-logs) if residual else b2  # the bias variance in current units
+        if residual:
             new = layer(s12, q1, q2, t12, tq1, tq2, b2=b2_here)
             m = jnp.mean(new[1]) if rescale else jnp.ones((), s12.dtype)
             s_new, q1_new, q2_new, t_new, tq1_new, tq2_new = (a / m for a in new)
             logs = logs + jnp.log(m)
-            if gauss_run:  # not rescaled: a quadrature map is for a non-homogeneous activation
-                gcarry = layer(*gcarry, gauss=True, b2=b2_here)
-            new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi), logs)
-            return new, ((s_new, t_new, logs) if all_layers else None)
-        if angle:
+        elif angle:
             v, vd, det = _relu_pair(s12, det, *pair(q1, q2), w2, b2)
             s_new = w2 * v + b2
             t_new = s_new + w2 * vd * t12
@@ -633,10 +628,10 @@ def _recursion_impl(
             tq1_new, tq2_new = q1_new + w2 * tq1 / 2, q2_new + w2 * tq2 / 2  # Vd(q, q, q) = 1/2
         else:
             s_new, q1_new, q2_new, t_new, tq1_new, tq2_new = layer(s12, q1, q2, t12, tq1, tq2)
-        if gauss_run:
-            gcarry = layer(*gcarry, gauss=True)
+        if gauss_run:  # never rescaled: a quadrature map is for a non-homogeneous activation
+            gcarry = layer(*gcarry, gauss=True, b2=b2_here)
         new = (s_new, det, q1_new, q2_new, t_new, tq1_new, tq2_new, gcarry, (qlo, qhi), logs)
-        return new, ((s_new, t_new) if all_layers else None)
+        return new, ((s_new, t_new, logs) if all_layers else None)
 
     if angle:
         det = _input_det(x1, x2, w2, b2)  # exactly 0 on the diagonal
@@ -654,36 +649,21 @@ def _recursion_impl(
         carry = jax.lax.fori_loop(0, steps, lambda _, c: step(c, None)[0], init)
     s_out, _, q1_out, q2_out, t_out, tq1_out, tq2_out, g_out, q_range, logs = carry
     q_range = q_range if quad else None
-    if residual and not with_error:
-        if all_layers:
-            s_all, t_all, l_all = per_layer
-            return (
-                unpack(jnp.concatenate([s12[None], s_all])),
-                unpack(jnp.concatenate([s12[None], t_all])),
-                jnp.concatenate([jnp.zeros((1,), l_all.dtype), l_all]),
-            ), q_range
-        return (unpack(s_out), unpack(t_out), logs), q_range
-    if with_error:
-        sg, tg = (g_out[0], g_out[3]) if gauss_run else (s_out, t_out)
-        scale_s = jnp.sqrt(jnp.multiply(*pair(q1_out, q2_out)))
-        scale_t = jnp.sqrt(jnp.multiply(*pair(tq1_out, tq2_out)))
-        err = Kernels(
-            unpack(error_estimate(jnp.abs(s_out - sg), scale_s)),
-            unpack(error_estimate(jnp.abs(t_out - tg), scale_t)),
-        )
-        scales = Kernels(unpack(scale_s), unpack(scale_t))
-        k = (
-            (unpack(s_out), unpack(t_out), logs)
-            if residual
-            else Kernels(unpack(s_out), unpack(t_out))
-        )
-        return (k, err, scales), q_range
-    if all_layers:
-        s_all, t_all = per_layer
-        return Kernels(
-            unpack(jnp.concatenate([s12[None], s_all])), unpack(jnp.concatenate([s12[None], t_all]))
-        ), q_range
-    return Kernels(unpack(s_out), unpack(t_out)), q_range
+    if all_layers:  # the input layer, then every layer after it
+        s_all, t_all, l_all = per_layer
+        s_out, t_out = jnp.concatenate([s12[None], s_all]), jnp.concatenate([s12[None], t_all])
+        logs = jnp.concatenate([jnp.zeros((1,), l_all.dtype), l_all])
+    k = (unpack(s_out), unpack(t_out), logs) if residual else Kernels(unpack(s_out), unpack(t_out))
+    if not with_error:
+        return k, q_range
+    sg, tg = (g_out[0], g_out[3]) if gauss_run else (s_out, t_out)
+    scale_s = jnp.sqrt(jnp.multiply(*pair(q1_out, q2_out)))
+    scale_t = jnp.sqrt(jnp.multiply(*pair(tq1_out, tq2_out)))
+    err = Kernels(
+        unpack(error_estimate(jnp.abs(s_out - sg), scale_s)),
+        unpack(error_estimate(jnp.abs(t_out - tg), scale_t)),
+    )
+    return (k, err, Kernels(unpack(scale_s), unpack(scale_t))), q_range
 
 
 _STATIC = ("activation", "method", "n_quad", "with_error", "residual")
