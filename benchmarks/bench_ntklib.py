@@ -226,17 +226,7 @@ def bench_accuracy(size, outdir):
                     xb, depth=depth, activation=act, w_std=W.W_STD, b_std=W.B_STD, method=method
                 ).ntk.block_until_ready()
 
-            entries = batch * (batch + 1) // 2
-            W.emit_timed(
-                run,
-                repeats=2,
-                per={"seconds_per_layer": depth, "seconds_per_entry_layer": depth * entries},
-                bench="accuracy",
-                workload=W.accuracy_label(act),
-                impl=impl,
-                activation=act,
-                timing=f"depth {depth}, batch {batch} ({entries} entries)",
-            )
+            W.emit_accuracy_timing(run, act, impl, depth, batch)
 
 
 def main():

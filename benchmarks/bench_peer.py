@@ -147,16 +147,12 @@ def bench_accuracy(size, outdir):
         xb = jnp.asarray(W.inputs(batch, "float64"))
         deep = stax.Dense(1, W_std=W.W_STD, b_std=W.B_STD)
         deep_fn = jax.jit(stax.serial(*[deep, nonlin] * depth, deep)[2], static_argnames="get")
-        entries = batch * (batch + 1) // 2
-        W.emit_timed(
+        W.emit_accuracy_timing(
             lambda fn=deep_fn, xb=xb: fn(xb, None, get="ntk").block_until_ready(),
-            repeats=2,
-            per={"seconds_per_layer": depth, "seconds_per_entry_layer": depth * entries},
-            bench="accuracy",
-            workload=W.accuracy_label(act),
-            impl=impl,
-            activation=act,
-            timing=f"depth {depth}, batch {batch} ({entries} entries)",
+            act,
+            impl,
+            depth,
+            batch,
         )
 
 

@@ -189,6 +189,22 @@ def emit_timed(
     return t
 
 
+def emit_accuracy_timing(fn: Callable[[], object], act: str, impl: str, depth: int, batch: int):
+    """:func:`emit_timed` for the accuracy row's timing run, ``fn()`` the NTK of ``batch``
+    inputs at ``depth`` (the same on both sides): the time per layer and per entry and layer."""
+    entries = batch * (batch + 1) // 2
+    return emit_timed(
+        fn,
+        repeats=2,
+        per={"seconds_per_layer": depth, "seconds_per_entry_layer": depth * entries},
+        bench="accuracy",
+        workload=accuracy_label(act),
+        impl=impl,
+        activation=act,
+        timing=f"depth {depth}, batch {batch} ({entries} entries)",
+    )
+
+
 def exact_diagonal(act: str, depth: int, x: np.ndarray) -> np.ndarray:
     """``Theta(x, x)`` of the infinite-width NTK from the one-variable recursion on the
     diagonal (correlation exactly 1), in NumPy: the reference both libraries are held to there.
