@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -417,26 +418,44 @@ def main(argv=None) -> int:
     ap.add_argument("--size", choices=list(W.SIZES), default="small")
     ap.add_argument("--no-peer", action="store_true", help="skip neural-tangents (ntklib only)")
     ap.add_argument(
+        "--sides-at-once",
+        action="store_true",
+        help="run the ntklib and neural-tangents sides at the same time (--size tiny only: the "
+        "test suite's smoke run, about half the wall time; timings that share the cores are not "
+        "a comparison, and the report says so)",
+    )
+    ap.add_argument(
         "--keep-accuracy",
         action="store_true",
         help="keep this run's accuracy rows in benchmarks/results/accuracy.json (any size), "
         "which the Performance page shows when the committed run has none",
     )
     args = ap.parse_args(argv)
+    if args.sides_at_once and args.size != "tiny":
+        ap.error("--sides-at-once is for --size tiny: sides that share the cores time nothing")
+    sides = [(sys.executable, "bench_ntklib.py")]
+    if not args.no_peer:
+        sides.append((peer_python(), "bench_peer.py"))
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         outdir = Path(tmp)
-        print(f"ntklib side ({args.size})", file=sys.stderr)
-        records += run_side(sys.executable, "bench_ntklib.py", args.size, outdir)
-        if not args.no_peer:
-            print("neural-tangents side", file=sys.stderr)
-            records += run_side(peer_python(), "bench_peer.py", args.size, outdir)
+        print(
+            f"{' and '.join(s.removeprefix('bench_').removesuffix('.py') for _, s in sides)} "
+            f"side{'s at once' if args.sides_at_once else ', one after the other'} ({args.size})",
+            file=sys.stderr,
+        )
+        with ThreadPoolExecutor(len(sides) if args.sides_at_once else 1) as pool:
+            for side in pool.map(lambda s: run_side(*s, args.size, outdir), sides):
+                records += side
         if W.SIZES[args.size]["book"]:
             print("the whole book", file=sys.stderr)
             records += bench_book(W.SIZES[args.size]["book"])
         rows = summarize(records, outdir)
     report = {
         "size": args.size,
+        "sides": "at once (timings share the cores: not a comparison)"
+        if args.sides_at_once
+        else "one after the other",
         "machine": machine(),
         "python": platform.python_version(),
         "records": records,
