@@ -108,7 +108,7 @@ def _relative(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)
 
 
-def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps):
+def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every=None):
     """The module docstring's measurements of one network ``f(params, x)`` whose NTK Gram is
     ``gram(params, x1, x2)`` (``x2 = None``: ``x1`` against itself)."""
     x_all = jnp.concatenate([x_tr, x_te])
@@ -133,7 +133,7 @@ def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, ste
     lr_inf = c * 2.0 / jnp.linalg.eigvalsh(k_inf_tr)[-1]
     _, inf = kernel_descent(k_inf_tr, resid, lr_inf, steps, steps, k_inf_te)
     y_norm = jnp.linalg.norm(y_te)
-    return {
+    out = {
         "kernel_change": _relative(k_t, k0_tr),
         "first_order_change": jnp.linalg.norm(k_pred) / jnp.linalg.norm(k0_tr),
         "first_order_error": _relative(k_pred, k_t - k0_tr),
@@ -142,10 +142,40 @@ def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, ste
         "loss_ratio": res.loss[-1] / res.loss[0],
         "lr": lr,
     }
+    return (
+        out
+        if every is None
+        else {
+            **out,
+            **_first_order_path(f, gram, params, x_tr, y_tr, k0_tr, resid, lr, steps, every),
+        }
+    )
+
+
+def _first_order_path(f, gram, params, x_tr, y_tr, k0_tr, resid, lr, steps, every):
+    """The first-order prediction along training: at ``t = every, 2 every, ..., steps`` the
+    measured ``Theta_t - Theta_0`` (a second descent, recording the Gram), the predicted
+    ``K^(3)_0 . c_t`` (one ``linearize`` of the Gram, applied to each displacement
+    ``grad f_0(X)^T c_t``), and the size of the linearized displacement ``|c_t|``."""
+    observe = lambda p: gram(p, x_tr, None)  # noqa: E731
+    k_path = descend(f, params, x_tr, y_tr, lr, steps, every, observe).observed[1:]
+    _, coef = kernel_descent(k0_tr, resid, lr, steps, every, jnp.eye(x_tr.shape[0]))
+    coef = coef[1:]
+    _, pull = jax.vjp(lambda p: f(p, x_tr), params)
+    _, tangent = jax.linearize(lambda p: gram(p, x_tr, None), params)
+    k_pred = jax.lax.map(lambda c: tangent(pull(c)[0]), coef)
+    moved = k_path - k0_tr
+    norm0 = jnp.linalg.norm(k0_tr)
+    return {
+        "kernel_change_path": jnp.linalg.norm(moved, axis=(1, 2)) / norm0,
+        "first_order_error_path": jnp.linalg.norm(k_pred - moved, axis=(1, 2))
+        / jnp.linalg.norm(moved, axis=(1, 2)),
+        "coefficient_path": jnp.linalg.norm(coef, axis=1),
+    }
 
 
 @functools.lru_cache(maxsize=64)
-def _train_fn(net: MLP, steps: int):
+def _train_fn(net: MLP, steps: int, every: int | None = None):
     """The per-network program of :func:`training_mc` (one callable per ``(net, steps)``, so
     :func:`ntklib.sweep.map_keys` compiles it once)."""
     f = functools.partial(apply, net)
@@ -153,7 +183,9 @@ def _train_fn(net: MLP, steps: int):
 
     def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
         params = init(net, key, x_tr.dtype)
-        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
+        return _measure(
+            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+        )
 
     return one
 
@@ -213,7 +245,7 @@ def _padded_gram(net: MLP, params, widths, x1, x2=None):
 
 
 @functools.lru_cache(maxsize=64)
-def _nested_train_fn(net: MLP, padded: MLP, steps: int):
+def _nested_train_fn(net: MLP, padded: MLP, steps: int, every: int | None = None):
     """:func:`_train_fn` with the parameters cut from a ``padded``-wide draw
     (:func:`real_blocks`): the arithmetic of ``net``'s own shapes, the draws of the padded
     program."""
@@ -222,13 +254,15 @@ def _nested_train_fn(net: MLP, padded: MLP, steps: int):
 
     def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
         params = real_blocks(init(padded, key, x_tr.dtype), net.widths)
-        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
+        return _measure(
+            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+        )
 
     return one
 
 
 @functools.lru_cache(maxsize=64)
-def _padded_train_fn(net: MLP, steps: int):
+def _padded_train_fn(net: MLP, steps: int, every: int | None = None):
     """The per-network program of :func:`training_mc` with ``pad_to``: ``net`` is the padded
     architecture (:func:`_padded_net`), the real widths are an argument, so one compiled
     program serves every width up to ``pad_to`` at this depth."""
@@ -237,7 +271,9 @@ def _padded_train_fn(net: MLP, steps: int):
         params = init(net, key, x_tr.dtype)
         f = lambda p, x: _padded_forward(net, p, x, widths)[0]  # noqa: E731
         gram = lambda p, x1, x2: _padded_gram(net, p, widths, x1, x2)  # noqa: E731
-        return _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps)
+        return _measure(
+            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+        )
 
     return one
 
@@ -269,6 +305,7 @@ def training_mc(
     chunk: int = 8,
     pad_to: int | None = None,
     masked: bool = True,
+    every: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Train ``n_nets`` random networks by full-batch GD and measure the module docstring's
     kernel change and distances (to the linearized and to the infinite-width model).
@@ -306,6 +343,13 @@ def training_mc(
             or, ``False``, cut the real blocks first and run a program of ``net``'s own
             shapes (one compile per width, the arithmetic of the real width; the same
             results up to rounding).
+        every: default ``None``. An int dividing ``steps``: also follow the first-order
+            prediction along training, at ``t = every, 2 every, ..., steps`` (a second
+            descent that records the Gram, and one ``linearize`` of the Gram applied to each
+            recorded displacement): ``"kernel_change_path"`` (``|Theta_t - Theta_0| /
+            |Theta_0|``), ``"first_order_error_path"`` (``|Theta_t - Theta_0 - K^(3)_0 . c_t|
+            / |Theta_t - Theta_0|``) and ``"coefficient_path"`` (``|c_t|``, the size of the
+            linearized network's coefficients), each of shape ``(n_nets, steps // every)``.
 
     Returns:
         ``{"kernel_change", "first_order_change", "first_order_error", "linear_distance",
@@ -317,6 +361,8 @@ def training_mc(
     """
     _checks.integer("n_nets", n_nets)
     _checks.integer("steps", steps)
+    if every is not None and steps % _checks.integer("every", every):
+        raise ValueError(f"every must be a positive divisor of steps={steps}, got {every}")
     c = _checks.number("lr_fraction", lr_fraction, strict=True)
     if c >= 1.0:
         raise ValueError(f"lr_fraction must be < 1 (stable gradient descent), got {c}")
@@ -338,7 +384,7 @@ def training_mc(
     k_te = kernels(x_te, x_tr, net=net).ntk
     args = (x_tr, y_tr, x_te, y_te, k_tr, k_te, jnp.asarray(c, x_tr.dtype))
     if pad_to is None:
-        return map_keys(_train_fn(net, steps), key, n_nets, args=args, chunk=chunk)
+        return map_keys(_train_fn(net, steps, every), key, n_nets, args=args, chunk=chunk)
     _checks.integer("pad_to", pad_to)
     if pad_to < max(net.widths) or net.parameterization != "ntk":
         raise ValueError(
@@ -346,11 +392,11 @@ def training_mc(
             f"the NTK parameterization (got {net.parameterization!r})"
         )
     if not masked:
-        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps)
+        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps, every)
         return map_keys(fn, key, n_nets, args=args, chunk=chunk)
     widths = jnp.asarray(net.widths, x_tr.dtype)
     return map_keys(
-        _padded_train_fn(_padded_net(net, pad_to), steps),
+        _padded_train_fn(_padded_net(net, pad_to), steps, every),
         key,
         n_nets,
         args=(widths, *args),

@@ -93,6 +93,28 @@ def test_training_mc_matches_a_direct_computation(activation):
     assert np.all(out["loss_ratio"] < 1.0)  # training lowered every loss
 
 
+def test_first_order_path_is_the_measurement_at_each_recorded_step():
+    """With ``every``, entry k of each path is what a run of (k + 1) * every steps measures at
+    its end (the step-by-step public-API computation), and |c_t| grows from 0."""
+    x_tr, y_tr, x_te, y_te = _task()
+    net = nl.mlp(3, 2, 16, activation="tanh", w_std=1.2, b_std=0.1)
+    out = dw.training_mc(net, KEY, 2, x_tr, y_tr, x_te, y_te, steps=4, lr_fraction=0.05,
+                         every=2)  # fmt: skip
+    assert out["first_order_error_path"].shape == (2, 2) == out["coefficient_path"].shape
+    for i, k in enumerate(jax.random.split(KEY, 2)):
+        for j, t in enumerate((2, 4)):
+            ref = _direct(net, k, x_tr, y_tr, x_te, y_te, t, 0.05)
+            for name in ("first_order_error", "kernel_change"):
+                np.testing.assert_allclose(out[f"{name}_path"][i, j], ref[name], rtol=1e-8)
+    c = out["coefficient_path"]
+    assert np.all(c[:, 0] > 0) and np.all(c[:, 1] > c[:, 0])
+    # the path's last entry is the end-of-training measurement of the same run
+    np.testing.assert_allclose(out["first_order_error_path"][:, -1], out["first_order_error"],
+                               rtol=1e-10)  # fmt: skip
+    with pytest.raises(ValueError, match="divisor"):
+        dw.training_mc(net, KEY, 2, x_tr, y_tr, x_te, y_te, steps=5, every=2)
+
+
 def test_the_kernel_moves_less_in_wider_networks():
     """The measurement responds to the width: 16x the width, a much smaller motion."""
     x_tr, y_tr, x_te, y_te = _task()
