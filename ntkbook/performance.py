@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from ntkbook.files import atomic_write, atomic_write_bytes
 from ntkbook.numbers import cell
 
@@ -247,6 +245,10 @@ def targets_table(rows: list[Row]) -> str:
 
 def plot(rows: list[Row], path: Path) -> None:
     """Time against size for both libraries: NTK Gram at depth 3, infinite-width NTK."""
+    # matplotlib (0.5 s to import) only where the page is drawn: every `python -m ntkbook`
+    # call imports this module through the site, and the test suite makes about 60 of them
+    from matplotlib.figure import Figure
+
     # stacked, each the column's width: every legend and label reads at 100 % zoom
     fig = Figure(figsize=(8, 9))  # no pyplot: no backend, no global figure state
     axes = fig.subplots(2, 1)
