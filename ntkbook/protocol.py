@@ -1,11 +1,12 @@
 """The protocol between the runner and a chapter's kernel, defined in one place.
 
-The runner executes a chapter in a Jupyter kernel (a separate process) and tells it, through
-environment variables, which chapter and profile run, with which parameters, where its files go
-and how to rerun it (:func:`run_environment`); the chapter's :func:`ntkbook.check` and
-:func:`ntkbook.save_figure` read that back (:func:`context`) and attach their records to the
-notebook's output metadata under :data:`METADATA_KEY`, which the runner collects
-(:func:`records`) once the notebook has run.
+The runner executes a chapter in a Jupyter kernel (a separate process). The chapter's
+parameters reach it by one channel, papermill's injected cell; environment variables tell it
+which chapter and profile run, where its files go and how to rerun it (:func:`run_environment`).
+The chapter's :func:`ntkbook.check` and :func:`ntkbook.save_figure` read those back
+(:func:`context`) and attach their records to the notebook's output metadata under
+:data:`METADATA_KEY`, which the runner collects (:func:`records`) once the notebook has run,
+adding the parameters it ran the chapter with (:func:`attach_parameters`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ METADATA_KEY = "ntkbook"
 _ENV = {
     "chapter": "NTKBOOK_CHAPTER",
     "profile": "NTKBOOK_PROFILE",
-    "parameters": "NTKBOOK_PARAMS",
     "outdir": "NTKBOOK_OUTDIR",
     "command": "NTKBOOK_COMMAND",
     "git_commit": "NTKBOOK_GIT_COMMIT",
@@ -48,7 +48,6 @@ def run_environment(
     *,
     chapter: str,
     profile: str,
-    parameters_json: str,
     outdir: Path,
     command: str,
     git_commit: str,
@@ -57,7 +56,6 @@ def run_environment(
     values = {
         "chapter": chapter,
         "profile": profile,
-        "parameters": parameters_json,
         "outdir": str(outdir),
         "command": command,
         "git_commit": git_commit,
@@ -66,13 +64,12 @@ def run_environment(
 
 
 def context() -> dict[str, Any]:
-    """The run's context as the chapter sees it: chapter, profile, parameters, output folder,
+    """The run's context as the chapter sees it: chapter, profile, output folder,
     rerun command and commit. Run by hand (no runner), files go to ``./ntkbook_output``."""
     env = os.environ.get
     return {
         "chapter": env(_ENV["chapter"], "interactive"),
         "profile": env(_ENV["profile"], ""),
-        "parameters": json.loads(env(_ENV["parameters"], "{}")),
         "outdir": Path(env(_ENV["outdir"], "ntkbook_output")),
         "command": env(_ENV["command"], ""),
         "git_commit": env(_ENV["git_commit"]) or git_commit(),
@@ -95,3 +92,20 @@ def records(nb) -> tuple[list[dict], list[dict], list[dict]]:
             if "declined" in rec:
                 declined.append(rec["declined"])
     return checks, figures, declined
+
+
+def attach_parameters(
+    outdir: Path, checks: list[dict[str, Any]], parameters: dict[str, Any]
+) -> None:
+    """Record the parameters a chapter ran with in its checks (those that name none of their
+    own) and in the provenance file of each figure in ``outdir/figures`` (``parameters`` and
+    ``seed``, after ``profile``): the runner's side of the one channel, papermill's cell."""
+    for c in checks:  # keys sorted, as the notebook's metadata stores the rest of the record
+        items = sorted({"parameters": parameters, **c}.items())
+        c.clear()
+        c.update(items)
+    for path in sorted((outdir / "figures").glob("*.json")):
+        prov = json.loads(path.read_text())
+        head = {k: prov.pop(k) for k in ("figure", "caption", "chapter", "profile") if k in prov}
+        extra = {"parameters": parameters, "seed": parameters.get("seed")}
+        path.write_text(json.dumps({**head, **extra, **prov}, indent=2))

@@ -4,8 +4,8 @@ A chapter calls :func:`check` once per theorem it verifies and :func:`save_figur
 figure. Both display something readable in the notebook and attach a machine-readable record
 to the output's metadata (:data:`ntkbook.protocol.METADATA_KEY`), which the chapter runner
 collects into the dashboard and ``checks.json``. Under ``python -m ntkbook`` the runner says
-where to write and which parameters are in force (:mod:`ntkbook.protocol`); run by hand, files
-go to ``./ntkbook_output``.
+where to write (:mod:`ntkbook.protocol`) and adds the parameters in force, which reach the
+chapter through papermill's cell alone; run by hand, files go to ``./ntkbook_output``.
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ def check(
         comparison: ``"within"`` (default), ``"at_most"`` or ``"at_least"``.
         exact: why an exact equality is checked with tolerance 0 (default ``None``: a
             tolerance of 0 is recorded as not justified).
-        parameters: the parameters to record, default the run's.
+        parameters: the parameters to record, default ``None`` (the runner attaches the
+            run's: :func:`ntkbook.protocol.attach_parameters`).
     """
     measured, predicted, tolerance = float(measured), float(predicted), float(tolerance)
     unc = None if uncertainty is None else float(uncertainty)
@@ -283,7 +284,8 @@ def check(
         "powerless": bool(ok and excluded is False),
         "passed": bool(ok and excluded is not False),
         "profile": ctx["profile"],
-        "parameters": ctx["parameters"] if parameters is None else parameters,
+        # the run's parameters are attached by the runner (ntkbook.protocol.attach_parameters)
+        **({} if parameters is None else {"parameters": parameters}),
     }
     _display_check(record)
     return CheckRecord(record)
@@ -356,8 +358,6 @@ def save_figure(fig: Any, name: str, caption: str = "") -> None:
         "caption": caption,
         "chapter": ctx["chapter"],
         "profile": ctx["profile"],
-        "parameters": ctx["parameters"],
-        "seed": ctx["parameters"].get("seed"),
         # the installed distribution's version: a chapter that does not use ntklib (the tests'
         # demo) then never imports JAX
         "ntklib_version": importlib.metadata.version("ntklib"),

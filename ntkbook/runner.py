@@ -30,7 +30,7 @@ from ntkbook.files import atomic_write_bytes, replace_folder
 from ntkbook.numbers import cell, comparison_text, status_mark
 from ntkbook.params import PARAMETER_LINE, canonical
 from ntkbook.project import XLA_LEVEL, Chapter
-from ntkbook.protocol import git_commit, records, run_environment
+from ntkbook.protocol import attach_parameters, git_commit, records, run_environment
 
 
 class ChapterFailed(Exception):
@@ -162,7 +162,6 @@ def run_chapter(
     env = run_environment(
         chapter=chapter.name,
         profile=profile,
-        parameters_json=canonical(values),
         outdir=tmp,
         command=command,
         git_commit=commit,
@@ -171,6 +170,7 @@ def run_chapter(
     try:
         executed = execute(chapter, profile, values, tmp, env, log, source=source)
         checks, figures, declined = records(executed)
+        attach_parameters(tmp, checks, json.loads(canonical(values)))
         for c in checks:  # a reader's own values, marked wherever the check is shown
             c["overrides"] = overrides
         verify(chapter, tmp, figures)

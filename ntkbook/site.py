@@ -61,7 +61,7 @@ def _check_block(c: dict[str, Any]) -> str:
         )
     )
     source = {"derived": " (derived here)", "measured": " (measured here)"}.get(c.get("source"), "")
-    params = _assignments(c["parameters"])
+    params = _assignments(c.get("parameters", {}))
     lines = [
         f"````{{dropdown}} {status_mark(c)} {cell(c['name'])}: {comparison_text(c)}"
         + (f" (your values: {cell(_assignments(c['overrides']))})" if c.get("overrides") else ""),

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 from ntkbook import check, save_figure  # noqa: E402
 from ntkbook.cli import check_line  # noqa: E402
 from ntkbook.numbers import comparison_text, power_hint, with_error  # noqa: E402
+from ntkbook.protocol import attach_parameters  # noqa: E402
 from ntkbook.record import Alternative, can_exclude  # noqa: E402
 from ntkbook.site import dashboard_markdown  # noqa: E402
 
@@ -156,7 +157,6 @@ def test_numbers_carry_the_digits_their_error_supports():
 def test_save_figure_writes_files_and_provenance(tmp_path, monkeypatch):
     monkeypatch.setenv("NTKBOOK_OUTDIR", str(tmp_path))
     monkeypatch.setenv("NTKBOOK_CHAPTER", "demo")
-    monkeypatch.setenv("NTKBOOK_PARAMS", json.dumps({"seed": 3, "depth": 2}))
     monkeypatch.setenv("NTKBOOK_COMMAND", "python -m ntkbook run demo")
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
@@ -167,8 +167,21 @@ def test_save_figure_writes_files_and_provenance(tmp_path, monkeypatch):
     png = (tmp_path / "figures" / "line.png").read_bytes()
     save_figure(fig, "line")  # same figure, same bytes (no timestamps in the files)
     assert (tmp_path / "figures" / "line.png").read_bytes() == png
-    assert saved["seed"] == 3 and saved["chapter"] == "demo" and saved["ntklib_version"]
+    assert saved["chapter"] == "demo" and saved["ntklib_version"]
     assert saved["command"] == "python -m ntkbook run demo"
+    # the parameters reach a chapter through papermill's cell alone; the runner adds them
+    assert "parameters" not in saved and "seed" not in saved
+    rec = check("c", measured=1.0, predicted=1.0, tolerance=0.1, alternative=FAR, **BASE)
+    assert "parameters" not in rec
+    own = check("o", measured=1.0, predicted=1.0, tolerance=0.1, alternative=FAR,
+                parameters={"depth": 9}, **BASE)  # fmt: skip
+    attach_parameters(tmp_path, [rec, own], {"seed": 3, "depth": 2})
+    assert rec["parameters"] == {"seed": 3, "depth": 2} and own["parameters"] == {"depth": 9}
+    attached = json.loads((tmp_path / "figures" / "line.json").read_text())
+    assert attached["seed"] == 3 and attached["parameters"]["depth"] == 2
+    assert list(attached)[:6] == ["figure", "caption", "chapter", "profile", "parameters", "seed"]
+    rest = lambda d: {k: v for k, v in d.items() if k not in ("parameters", "seed", "time")}  # noqa: E731
+    assert rest(attached) == rest(saved)
     with pytest.raises(ValueError):
         save_figure(fig, "../escape")
 
