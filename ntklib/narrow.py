@@ -56,15 +56,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial, wraps
+from functools import lru_cache, partial, wraps
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ntklib import _checks
 from ntklib.empirical import ntk
 from ntklib.kernel_maps import relu_map
+from ntklib.sweep import map_keys
+from ntklib.train import descend
 
 Params = dict[str, Any]
 Scheme = Literal["narrow", "standard", "torch"]
@@ -861,3 +864,85 @@ def output_spread(
     # the draws one key at a time (vmapped, the random bits' program compiles 1.5-2 times
     # slower, and the draws are the same bits), the forward passes vmapped
     return jax.vmap(one)(jax.lax.map(lambda key: init(net, key, scheme), keys))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@lru_cache(maxsize=32)
+def _motion_fn(net: NarrowMLP, steps: int):
+    """The per-network program of :func:`kernel_motion` (one callable per ``(net, steps)``,
+    so :func:`ntklib.sweep.map_keys` compiles it once)."""
+
+    def one(key, x, y, c):
+        p0 = init_mlp(net, key, dtype=x.dtype)
+        k0 = ntk_mlp(net, p0, x)
+        lr = c * 2.0 / (jnp.linalg.eigvalsh(k0)[-1] * net.depth * net.scale**2)
+        res = descend(apply_mlp, p0, x, y, lr, steps, steps)
+        kt = ntk_mlp(net, res.params, x)
+        return {
+            "kernel_change": jnp.linalg.norm(kt - k0) / jnp.linalg.norm(k0),
+            "loss_ratio": res.loss[-1] / res.loss[0],
+        }
+
+    return one
+
+
+def kernel_motion(
+    net: NarrowMLP,
+    key: jax.Array,
+    n_nets: int,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    steps: int,
+    lr_fraction: float = 0.5,
+    chunk: int = 8,
+) -> dict[str, Any]:
+    """Train ``n_nets`` networks of the special initialization by full-batch gradient descent
+    and measure how far their NTK moves on the training inputs:
+
+        change = ||Theta_T - Theta_0||_F / ||Theta_0||_F      (Gram on x, output 0),
+
+    the measurement of :func:`ntklib.depth_width.training_mc` for a deep narrow MLP. Network
+    ``i`` is ``init_mlp(net, jax.random.split(key, n_nets)[i])``; its learning rate is
+    ``lr_fraction * 2 / lambda_max(Theta_0)`` of its own (unscaled) initial NTK on ``x``, the
+    loss ``1/2 sum_i |f(x_i) - y_i|^2``, ``steps`` steps (:func:`ntklib.train.descend`).
+
+    Arguments:
+        net: the architecture (:func:`narrow_mlp`).
+        key: the root key, split into one key per network.
+        n_nets: the number of networks, an int ``>= 1``.
+        x: the training inputs, shape (n, d_in), ``n >= 2``; float64 advised (the change is a
+            difference of nearby Grams).
+        y: the targets, shape (n,) or (n, d_out).
+        steps: the number of gradient-descent steps, an int ``>= 1``.
+        lr_fraction: ``c`` in the learning rate, in (0, 1), default 0.5.
+        chunk: networks ``vmap``-ed at a time, default 8.
+
+    Returns:
+        ``{"kernel_change", "loss_ratio"}`` (final loss over initial), NumPy arrays of shape
+        (n_nets,).
+    """
+    _checks.integer("n_nets", n_nets)
+    _checks.integer("steps", steps)
+    c = _checks.number("lr_fraction", lr_fraction, strict=True)
+    if c >= 1.0:
+        raise ValueError(f"lr_fraction must be < 1 (stable gradient descent), got {c}")
+    x = jnp.asarray(x)
+    y = jnp.asarray(y, x.dtype)
+    y = y[:, None] if y.ndim == 1 else y
+    if (
+        x.ndim != 2
+        or x.shape[1] != net.d_in
+        or x.shape[0] < 2
+        or y.shape != (x.shape[0], net.d_out)
+    ):
+        raise ValueError(
+            f"need x of shape (n >= 2, {net.d_in}) and y of shape (n,) or (n, {net.d_out}), got "
+            f"{x.shape} and {y.shape}"
+        )
+    out = map_keys(
+        _motion_fn(net, steps), key, n_nets, args=(x, y, jnp.asarray(c, x.dtype)), chunk=chunk
+    )
+    return {k: np.asarray(v) for k, v in out.items()}

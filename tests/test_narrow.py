@@ -455,3 +455,30 @@ def test_backward_pass_memory_is_one_layer_input_per_layer():
         assert temp < 2 * 8 * depth * 16 * net.width, (depth, temp)
         temps.append(temp)
     assert 3.5 < temps[1] / temps[0] < 4.5
+
+
+def test_kernel_motion_is_the_measurement_of_a_step_by_step_run(key):
+    """kernel_motion's network i is init_mlp(split(key, n)[i]) trained by plain gradient steps at
+    c 2 / lambda_max of its unscaled NTK; its change is that of the scaled NTK's Gram on x."""
+    net = nw.narrow_mlp(2, 1, 5, 2.0)
+    x = jax.random.uniform(key, (6, 2), minval=-1.0, maxval=1.0)
+    y = jnp.sin(x[:, 0] + 2 * x[:, 1])
+    out = nw.kernel_motion(net, key, 2, x, y, steps=4, lr_fraction=0.3, chunk=1)
+    for i, k in enumerate(jax.random.split(key, 2)):
+        p = p0 = nw.init_mlp(net, k)
+        k0 = nw.ntk_mlp(net, p0, x)
+        lr = 0.3 * 2.0 / float(jnp.linalg.eigvalsh(k0 * 5 * 2.0**2)[-1])
+        loss = lambda q: 0.5 * jnp.sum((nw.apply_mlp(q, x)[:, 0] - y) ** 2)  # noqa: E731
+        for _ in range(4):
+            p = jax.tree.map(lambda a, g: a - lr * g, p, jax.grad(loss)(p))
+        kt = nw.ntk_mlp(net, p, x)
+        change = float(jnp.linalg.norm(kt - k0) / jnp.linalg.norm(k0))
+        np.testing.assert_allclose(out["kernel_change"][i], change, rtol=1e-9)
+        np.testing.assert_allclose(out["loss_ratio"][i], float(loss(p) / loss(p0)), rtol=1e-9)
+    assert np.all(out["kernel_change"] > 0) and np.all(out["loss_ratio"] < 1)
+    with pytest.raises(ValueError, match="lr_fraction"):
+        nw.kernel_motion(net, key, 2, x, y, steps=4, lr_fraction=1.0)
+    with pytest.raises(ValueError, match="shape"):
+        nw.kernel_motion(net, key, 2, x[:, :1], y, steps=4)
+    with pytest.raises(TypeError, match="steps"):
+        nw.kernel_motion(net, key, 2, x, y, steps=4.0)
