@@ -470,7 +470,7 @@ def test_kernel_motion_is_the_measurement_of_a_step_by_step_run(key):
         lr = 0.3 * 2.0 / float(jnp.linalg.eigvalsh(k0 * 5 * 2.0**2)[-1])
         loss = lambda q: 0.5 * jnp.sum((nw.apply_mlp(q, x)[:, 0] - y) ** 2)  # noqa: E731
         for _ in range(4):
-            p = jax.tree.map(lambda a, g: a - lr * g, p, jax.grad(loss)(p))
+            p = jax.tree.map(lambda a, g, lr=lr: a - lr * g, p, jax.grad(loss)(p))
         kt = nw.ntk_mlp(net, p, x)
         change = float(jnp.linalg.norm(kt - k0) / jnp.linalg.norm(k0))
         np.testing.assert_allclose(out["kernel_change"][i], change, rtol=1e-9)
