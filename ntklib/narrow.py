@@ -328,13 +328,26 @@ def hidden_mlp(params: Params, x: jax.Array) -> jax.Array:
         params: the parameters, as from :func:`init_mlp`.
         x: inputs, shape ``(..., d_in)``.
     """
-    h = jax.nn.relu(_dense(x, params["head"]["w"], params["head"]["b"]))
+    return _walk(params, x, _dense)[0]
+
+
+def _walk(params: Params, x: jax.Array, lin: Callable, observe: Callable | None = None):
+    """The hidden layers of an MLP (``lin = _dense``) or CNN (``lin = _conv``): the head's
+    ReLU output, then one ``lax.scan`` over the body's layers. Returns the last hidden layer
+    and, with ``observe``, ``observe(h)`` after the head and after every body layer, stacked
+    (``None`` without it)."""
+    h = jax.nn.relu(lin(x, params["head"]["w"], params["head"]["b"]))
 
     def layer(h, wb):
-        return jax.nn.relu(_dense(h, *wb)), None
+        h = jax.nn.relu(lin(h, *wb))
+        return h, None if observe is None else observe(h)
 
-    h, _ = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
-    return h
+    last, seen = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
+    if observe is None:
+        return last, None
+    return last, jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a[None], b]), observe(h), seen
+    )
 
 
 def apply_mlp(params: Params, x: jax.Array) -> jax.Array:
@@ -595,13 +608,7 @@ def apply_cnn(params: Params, x: jax.Array) -> jax.Array:
         params: the parameters, as from :func:`init_cnn`.
         x: images, shape (N, c_in, H, W).
     """
-    h = jax.nn.relu(_conv(x, params["head"]["w"], params["head"]["b"]))
-
-    def layer(h, wb):
-        return jax.nn.relu(_conv(h, *wb)), None
-
-    h, _ = jax.lax.scan(layer, h, (params["body"]["w"], params["body"]["b"]))
-    out = _conv(h, params["tail"]["w"], params["tail"]["b"])
+    out = _conv(_walk(params, x, _conv)[0], params["tail"]["w"], params["tail"]["b"])
     return out.mean(axis=(2, 3))
 
 
@@ -849,17 +856,11 @@ def output_spread(
             return _spread(apply(p, x)[:, 0])
         lin = _conv if cnn else _dense
 
-        def tail(h):  # output 0 of the tail on the hidden layer h
+        def spread_of_tail(h):  # output 0 of the tail on the hidden layer h
             out = lin(h, p["tail"]["w"][:1], p["tail"]["b"][:1])
-            return (out.mean(axis=(2, 3)) if cnn else out)[:, 0]
+            return _spread((out.mean(axis=(2, 3)) if cnn else out)[:, 0])
 
-        def layer(h, wb):
-            h = jax.nn.relu(lin(h, *wb))
-            return h, _spread(tail(h))
-
-        h = jax.nn.relu(lin(x, p["head"]["w"], p["head"]["b"]))
-        _, deeper = jax.lax.scan(layer, h, (p["body"]["w"], p["body"]["b"]))
-        return jnp.concatenate([_spread(tail(h))[None], deeper])
+        return _walk(p, x, lin, spread_of_tail)[1]
 
     # the draws one key at a time (vmapped, the random bits' program compiles 1.5-2 times
     # slower, and the draws are the same bits), the forward passes vmapped
