@@ -108,7 +108,21 @@ def _relative(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.linalg.norm(a - b) / jnp.linalg.norm(b)
 
 
-def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every=None):
+def _measure(
+    f,
+    gram,
+    params,
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    k_inf_tr,
+    k_inf_te,
+    c,
+    steps,
+    every=None,
+    first_order=True,
+):
     """The module docstring's measurements of one network ``f(params, x)`` whose NTK Gram is
     ``gram(params, x1, x2)`` (``x2 = None``: ``x1`` against itself)."""
     x_all = jnp.concatenate([x_tr, x_te])
@@ -127,16 +141,24 @@ def _measure(f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, ste
     coef, lin = lin[:, :n], lin[:, n:]
     # first order in the parameters' displacement along the linearized path,
     # d theta = grad f_0(X)^T c_T: Delta Theta = K^(3)_0 . c_T, one vjp and one jvp
-    _, pull = jax.vjp(lambda p: f(p, x_tr), params)
-    (move,) = pull(coef[-1])
-    k_pred = jax.jvp(lambda p: gram(p, x_tr, None), (params,), (move,))[1]
+    if first_order:
+        _, pull = jax.vjp(lambda p: f(p, x_tr), params)
+        (move,) = pull(coef[-1])
+        k_pred = jax.jvp(lambda p: gram(p, x_tr, None), (params,), (move,))[1]
     lr_inf = c * 2.0 / jnp.linalg.eigvalsh(k_inf_tr)[-1]
     _, inf = kernel_descent(k_inf_tr, resid, lr_inf, steps, steps, k_inf_te)
     y_norm = jnp.linalg.norm(y_te)
+    first = (
+        {
+            "first_order_change": jnp.linalg.norm(k_pred) / jnp.linalg.norm(k0_tr),
+            "first_order_error": _relative(k_pred, k_t - k0_tr),
+        }
+        if first_order
+        else {}
+    )
     out = {
         "kernel_change": _relative(k_t, k0_tr),
-        "first_order_change": jnp.linalg.norm(k_pred) / jnp.linalg.norm(k0_tr),
-        "first_order_error": _relative(k_pred, k_t - k0_tr),
+        **first,
         "linear_distance": jnp.linalg.norm(f_t - f0[n:] - lin[-1]) / y_norm,
         "infinite_distance": jnp.linalg.norm(f_t - f0[n:] - inf[-1]) / y_norm,
         "loss_ratio": res.loss[-1] / res.loss[0],
@@ -175,7 +197,7 @@ def _first_order_path(f, gram, params, x_tr, y_tr, k0_tr, resid, lr, steps, ever
 
 
 @functools.lru_cache(maxsize=64)
-def _train_fn(net: MLP, steps: int, every: int | None = None):
+def _train_fn(net: MLP, steps: int, every: int | None = None, first_order: bool = True):
     """The per-network program of :func:`training_mc` (one callable per ``(net, steps)``, so
     :func:`ntklib.sweep.map_keys` compiles it once)."""
     f = functools.partial(apply, net)
@@ -184,7 +206,19 @@ def _train_fn(net: MLP, steps: int, every: int | None = None):
     def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
         params = init(net, key, x_tr.dtype)
         return _measure(
-            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+            f,
+            gram,
+            params,
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            k_inf_tr,
+            k_inf_te,
+            c,
+            steps,
+            every,
+            first_order,
         )
 
     return one
@@ -245,7 +279,9 @@ def _padded_gram(net: MLP, params, widths, x1, x2=None):
 
 
 @functools.lru_cache(maxsize=64)
-def _nested_train_fn(net: MLP, padded: MLP, steps: int, every: int | None = None):
+def _nested_train_fn(
+    net: MLP, padded: MLP, steps: int, every: int | None = None, first_order: bool = True
+):
     """:func:`_train_fn` with the parameters cut from a ``padded``-wide draw
     (:func:`real_blocks`): the arithmetic of ``net``'s own shapes, the draws of the padded
     program."""
@@ -255,14 +291,26 @@ def _nested_train_fn(net: MLP, padded: MLP, steps: int, every: int | None = None
     def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
         params = real_blocks(init(padded, key, x_tr.dtype), net.widths)
         return _measure(
-            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+            f,
+            gram,
+            params,
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            k_inf_tr,
+            k_inf_te,
+            c,
+            steps,
+            every,
+            first_order,
         )
 
     return one
 
 
 @functools.lru_cache(maxsize=64)
-def _padded_train_fn(net: MLP, steps: int, every: int | None = None):
+def _padded_train_fn(net: MLP, steps: int, every: int | None = None, first_order: bool = True):
     """The per-network program of :func:`training_mc` with ``pad_to``: ``net`` is the padded
     architecture (:func:`_padded_net`), the real widths are an argument, so one compiled
     program serves every width up to ``pad_to`` at this depth."""
@@ -272,7 +320,19 @@ def _padded_train_fn(net: MLP, steps: int, every: int | None = None):
         f = lambda p, x: _padded_forward(net, p, x, widths)[0]  # noqa: E731
         gram = lambda p, x1, x2: _padded_gram(net, p, widths, x1, x2)  # noqa: E731
         return _measure(
-            f, gram, params, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c, steps, every
+            f,
+            gram,
+            params,
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            k_inf_tr,
+            k_inf_te,
+            c,
+            steps,
+            every,
+            first_order,
         )
 
     return one
@@ -306,6 +366,7 @@ def training_mc(
     pad_to: int | None = None,
     masked: bool = True,
     every: int | None = None,
+    first_order: bool = True,
 ) -> dict[str, np.ndarray]:
     """Train ``n_nets`` random networks by full-batch GD and measure the module docstring's
     kernel change and distances (to the linearized and to the infinite-width model).
@@ -350,6 +411,9 @@ def training_mc(
             |Theta_0|``), ``"first_order_error_path"`` (``|Theta_t - Theta_0 - K^(3)_0 . c_t|
             / |Theta_t - Theta_0|``) and ``"coefficient_path"`` (``|c_t|``, the size of the
             linearized network's coefficients), each of shape ``(n_nets, steps // every)``.
+        first_order: measure the first-order prediction at ``T`` (``"first_order_change"``,
+            ``"first_order_error"``: one ``vjp`` and one ``jvp`` of the Gram, whose compile
+            grows with depth), default ``True``; ``False`` leaves both out.
 
     Returns:
         ``{"kernel_change", "first_order_change", "first_order_error", "linear_distance",
@@ -384,7 +448,9 @@ def training_mc(
     k_te = kernels(x_te, x_tr, net=net).ntk
     args = (x_tr, y_tr, x_te, y_te, k_tr, k_te, jnp.asarray(c, x_tr.dtype))
     if pad_to is None:
-        return map_keys(_train_fn(net, steps, every), key, n_nets, args=args, chunk=chunk)
+        return map_keys(
+            _train_fn(net, steps, every, first_order), key, n_nets, args=args, chunk=chunk
+        )
     _checks.integer("pad_to", pad_to)
     if pad_to < max(net.widths) or net.parameterization != "ntk":
         raise ValueError(
@@ -392,11 +458,11 @@ def training_mc(
             f"the NTK parameterization (got {net.parameterization!r})"
         )
     if not masked:
-        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps, every)
+        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps, every, first_order)
         return map_keys(fn, key, n_nets, args=args, chunk=chunk)
     widths = jnp.asarray(net.widths, x_tr.dtype)
     return map_keys(
-        _padded_train_fn(_padded_net(net, pad_to), steps, every),
+        _padded_train_fn(_padded_net(net, pad_to), steps, every, first_order),
         key,
         n_nets,
         args=(widths, *args),

@@ -113,6 +113,14 @@ def test_first_order_path_is_the_measurement_at_each_recorded_step():
                                rtol=1e-10)  # fmt: skip
     with pytest.raises(ValueError, match="divisor"):
         dw.training_mc(net, KEY, 2, x_tr, y_tr, x_te, y_te, steps=5, every=2)
+    # first_order=False leaves the prediction out and every other measurement as it was
+    plain = dw.training_mc(net, KEY, 2, x_tr, y_tr, x_te, y_te, steps=4, lr_fraction=0.05,
+                           first_order=False)  # fmt: skip
+    assert set(plain) == set(out) - {"first_order_change", "first_order_error"} - {
+        k for k in out if k.endswith("_path")
+    }
+    for k, v in plain.items():
+        np.testing.assert_allclose(v, out[k], rtol=1e-12, err_msg=k)
 
 
 def test_the_kernel_moves_less_in_wider_networks():
