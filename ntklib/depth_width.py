@@ -197,29 +197,26 @@ def _first_order_path(f, gram, params, x_tr, y_tr, k0_tr, resid, lr, steps, ever
 
 
 @functools.lru_cache(maxsize=64)
-def _train_fn(net: MLP, steps: int, every: int | None = None, first_order: bool = True):
-    """The per-network program of :func:`training_mc` (one callable per ``(net, steps)``, so
-    :func:`ntklib.sweep.map_keys` compiles it once)."""
+def _train_fn(
+    net: MLP,
+    steps: int,
+    every: int | None = None,
+    first_order: bool = True,
+    padded: MLP | None = None,
+):
+    """The per-network program of :func:`training_mc` (one callable per argument set, so
+    :func:`ntklib.sweep.map_keys` compiles it once). With ``padded`` (a wider architecture)
+    the parameters are cut from a ``padded``-wide draw (:func:`real_blocks`): the arithmetic
+    of ``net``'s own shapes, the draws of the padded program."""
     f = functools.partial(apply, net)
     gram = functools.partial(ntk_gram, net)
 
-    def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
-        params = init(net, key, x_tr.dtype)
-        return _measure(
-            f,
-            gram,
-            params,
-            x_tr,
-            y_tr,
-            x_te,
-            y_te,
-            k_inf_tr,
-            k_inf_te,
-            c,
-            steps,
-            every,
-            first_order,
-        )
+    def one(key, *data):  # data: x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c
+        if padded is None:
+            params = init(net, key, data[0].dtype)
+        else:
+            params = real_blocks(init(padded, key, data[0].dtype), net.widths)
+        return _measure(f, gram, params, *data, steps, every, first_order)
 
     return one
 
@@ -279,61 +276,16 @@ def _padded_gram(net: MLP, params, widths, x1, x2=None):
 
 
 @functools.lru_cache(maxsize=64)
-def _nested_train_fn(
-    net: MLP, padded: MLP, steps: int, every: int | None = None, first_order: bool = True
-):
-    """:func:`_train_fn` with the parameters cut from a ``padded``-wide draw
-    (:func:`real_blocks`): the arithmetic of ``net``'s own shapes, the draws of the padded
-    program."""
-    f = functools.partial(apply, net)
-    gram = functools.partial(ntk_gram, net)
-
-    def one(key, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
-        params = real_blocks(init(padded, key, x_tr.dtype), net.widths)
-        return _measure(
-            f,
-            gram,
-            params,
-            x_tr,
-            y_tr,
-            x_te,
-            y_te,
-            k_inf_tr,
-            k_inf_te,
-            c,
-            steps,
-            every,
-            first_order,
-        )
-
-    return one
-
-
-@functools.lru_cache(maxsize=64)
 def _padded_train_fn(net: MLP, steps: int, every: int | None = None, first_order: bool = True):
     """The per-network program of :func:`training_mc` with ``pad_to``: ``net`` is the padded
     architecture (:func:`_padded_net`), the real widths are an argument, so one compiled
     program serves every width up to ``pad_to`` at this depth."""
 
-    def one(key, widths, x_tr, y_tr, x_te, y_te, k_inf_tr, k_inf_te, c):
-        params = init(net, key, x_tr.dtype)
+    def one(key, widths, *data):  # data as in _train_fn
+        params = init(net, key, data[0].dtype)
         f = lambda p, x: _padded_forward(net, p, x, widths)[0]  # noqa: E731
         gram = lambda p, x1, x2: _padded_gram(net, p, widths, x1, x2)  # noqa: E731
-        return _measure(
-            f,
-            gram,
-            params,
-            x_tr,
-            y_tr,
-            x_te,
-            y_te,
-            k_inf_tr,
-            k_inf_te,
-            c,
-            steps,
-            every,
-            first_order,
-        )
+        return _measure(f, gram, params, *data, steps, every, first_order)
 
     return one
 
@@ -458,7 +410,7 @@ def training_mc(
             f"the NTK parameterization (got {net.parameterization!r})"
         )
     if not masked:
-        fn = _nested_train_fn(net, _padded_net(net, pad_to), steps, every, first_order)
+        fn = _train_fn(net, steps, every, first_order, _padded_net(net, pad_to))
         return map_keys(fn, key, n_nets, args=args, chunk=chunk)
     widths = jnp.asarray(net.widths, x_tr.dtype)
     return map_keys(
